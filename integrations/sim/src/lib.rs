@@ -1,0 +1,10 @@
+//! Simulators of the external systems FINCORP talks to, for demos and tests.
+//!
+//! Each simulator lives in its own module, follows the vendor's documented
+//! API, and documents which behaviours it simulates and which it does not.
+//! Production crates never depend on this crate; `fincorp-integrations` uses
+//! it only as a dev-dependency. Today: [`servicenow`] (the Table API). A
+//! vSphere Automation REST simulator will sit beside it.
+#![forbid(unsafe_code)]
+
+pub mod servicenow;
