@@ -1,0 +1,76 @@
+//! The REST API under `/api/v1`, plus `/healthz`.
+//!
+//! [`router`] builds the whole app from an [`AppState`], so tests drive it with
+//! `tower::ServiceExt::oneshot` and no socket. Agent endpoints verify the
+//! HMAC signature before they parse anything; a rejected request stores
+//! nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use fincorp_api::signing::{RequestSignature, Verifier};
+
+use crate::commands::CommandBus;
+use crate::engine::Engine;
+use crate::runner::Runner;
+
+mod agent;
+mod error;
+mod incidents;
+
+pub use error::ApiError;
+
+/// Largest accepted request body: 1 MiB. Larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub verifier: Arc<Verifier>,
+    pub bus: Arc<CommandBus>,
+    pub runner: Runner,
+    /// Flips to true at shutdown so long polls return early.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Checks a signed request; returns the key id it was signed with.
+    fn authenticate(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String, ApiError> {
+        let sig =
+            RequestSignature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+                .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        self.verifier
+            .verify_request(method, path, &sig, body, fincorp_api::now_ms())
+            .map_err(|e| {
+                tracing::warn!(key_id = %sig.key_id, path, reason = %e, "rejected signed request");
+                ApiError::Unauthorized(e.to_string())
+            })
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(fincorp_api::wire::INGEST_AGENT_PATH, post(agent::ingest))
+        .route(fincorp_api::wire::COMMAND_POLL_PATH, post(agent::poll))
+        .route(fincorp_api::wire::COMMAND_RESULT_PATH, post(agent::result))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

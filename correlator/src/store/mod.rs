@@ -1,0 +1,600 @@
+//! SQLite storage (WAL): events, incidents, alert episodes, timelines,
+//! playbook runs and tickets.
+//!
+//! Every accepted event and every effect of the correlation core is written
+//! inside one transaction per request, committed before the request is
+//! acknowledged, so a 2xx means durable. The core's in-memory state is rebuilt
+//! from these tables at start ([`Store::load_core`]).
+
+use std::path::Path;
+
+use fincorp_api::UnixMs;
+use fincorp_api::rest::{
+    IncidentAlert, IncidentDetail, IncidentState, IncidentSummary, RunState, RunView, StepView,
+    TicketView, TimelineEntry,
+};
+use fincorp_api::wire::{AlertStatus, Severity};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::core::{self, Effect, OpenIncident};
+
+mod schema;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database holds an unreadable value in {table}.{column}: {value:?}")]
+    Corrupt {
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+    #[error("database schema version {found} is newer than this build understands ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+/// Filters for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub state: Option<IncidentState>,
+    pub app: Option<String>,
+    pub host: Option<String>,
+    pub since_ms: Option<UnixMs>,
+    pub limit: u32,
+}
+
+/// A run the engine decided to start, handed to the runner after commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStart {
+    pub run_id: String,
+    pub incident_id: String,
+    pub playbook: String,
+    /// The alert that triggered the run.
+    pub alert: core::Alert,
+}
+
+/// Opens a connection with the settings every connection uses.
+pub fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a committed transaction survives power loss, not only SIGKILL.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// The writer: one connection, owned by the engine.
+pub struct Store {
+    pub(crate) conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = connect(path)?;
+        schema::migrate(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// The incident id prefix of this database, created once.
+    pub fn id_prefix(&self) -> Result<String, StoreError> {
+        let existing: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'id_prefix'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(p) = existing {
+            return Ok(p);
+        }
+        let prefix = format!("fc-{}", &fincorp_api::signing::random_hex(2));
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('id_prefix', ?1)",
+            [&prefix],
+        )?;
+        Ok(prefix)
+    }
+
+    /// Rebuilds the correlation core from the open incidents and their firing alerts.
+    pub fn load_core(&self, cfg: core::Config) -> Result<core::State, StoreError> {
+        let prefix = self.id_prefix()?;
+        let next_seq: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM incidents", [], |r| {
+                    r.get(0)
+                })?;
+        let next_seq = u64::try_from(next_seq).unwrap_or(1);
+        let mut state = core::State::new(cfg, prefix, next_seq);
+        let mut stmt = self.conn.prepare(
+            "SELECT id, host, severity, last_alert_at_ms, quiet_since_ms FROM incidents
+             WHERE state IN ('open', 'acknowledged', 'remediating')",
+        )?;
+        let open: Vec<(String, String, String, i64, Option<i64>)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut firing_stmt = self
+            .conn
+            .prepare("SELECT fingerprint, starts_at_ms FROM alerts WHERE incident_id = ?1 AND status = 'firing'")?;
+        for (id, host, severity, last_alert_at_ms, quiet_since_ms) in open {
+            let firing: Vec<(String, i64)> = firing_stmt
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let incident = OpenIncident {
+                id,
+                host,
+                severity: parse_col(&severity, "incidents", "severity")?,
+                last_alert_at_ms,
+                firing: Default::default(),
+                quiet_since_ms,
+            };
+            state.restore(incident, &firing);
+        }
+        Ok(state)
+    }
+}
+
+fn parse_col<T: std::str::FromStr>(
+    value: &str,
+    table: &'static str,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    value.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        column,
+        value: value.to_owned(),
+    })
+}
+
+/// Stores an event id; false when it was already stored (a resend).
+pub fn insert_event(
+    tx: &Transaction<'_>,
+    alert: &core::Alert,
+    payload: &str,
+    now: UnixMs,
+) -> Result<bool, StoreError> {
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO events(id, received_at_ms, source, host, fingerprint, status, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![alert.event_id, now, alert.source, alert.host, alert.fingerprint, alert.status.as_str(), payload],
+    )?;
+    Ok(n == 1)
+}
+
+/// Appends a timeline entry.
+pub fn timeline(
+    tx: &Connection,
+    incident_id: &str,
+    at_ms: UnixMs,
+    kind: &str,
+    message: &str,
+    data: &Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO timeline(incident_id, at_ms, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![incident_id, at_ms, kind, message, data.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Writes one effect of the correlation core.
+pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), StoreError> {
+    match effect {
+        Effect::IncidentOpened {
+            incident_id,
+            seq,
+            host,
+            app,
+            severity,
+            title,
+            at_ms,
+            reason,
+        } => {
+            tx.execute(
+                "INSERT INTO incidents(id, seq, state, severity, host, app, title, opened_at_ms, updated_at_ms, last_alert_at_ms)
+                 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+                params![incident_id, *seq as i64, severity.as_str(), host, app, title, at_ms],
+            )?;
+            timeline(
+                tx,
+                incident_id,
+                *at_ms,
+                "opened",
+                &format!("incident opened: {}", reason.detail),
+                &json!(reason),
+            )?;
+        }
+        Effect::AlertAttached {
+            incident_id,
+            alert,
+            reason,
+        } => {
+            tx.execute(
+                "INSERT INTO alerts(incident_id, fingerprint, starts_at_ms, source, name, host, app, severity, status,
+                                    metric, value, threshold, summary, received_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'firing', ?9, ?10, ?11, ?12, ?13, ?13)
+                 ON CONFLICT(fingerprint, starts_at_ms) DO UPDATE SET status = 'firing', ends_at_ms = NULL,
+                     value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+                params![
+                    incident_id,
+                    alert.fingerprint,
+                    alert.starts_at_ms,
+                    alert.source,
+                    alert.name,
+                    alert.host,
+                    alert.app,
+                    alert.severity.as_str(),
+                    alert.metric,
+                    alert.value,
+                    alert.threshold,
+                    alert.summary,
+                    now
+                ],
+            )?;
+            tx.execute(
+                "UPDATE incidents SET last_alert_at_ms = ?2, quiet_since_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
+                params![incident_id, now],
+            )?;
+            timeline(
+                tx,
+                incident_id,
+                now,
+                "alert_joined",
+                &format!(
+                    "{} firing: {} ({})",
+                    alert.name, alert.summary, reason.detail
+                ),
+                &json!({"fingerprint": alert.fingerprint, "source": alert.source, "reason": reason}),
+            )?;
+        }
+        Effect::AlertRefreshed { incident_id, alert } => {
+            tx.execute(
+                "UPDATE alerts SET value = ?3, updated_at_ms = ?4
+                 WHERE fingerprint = ?1 AND incident_id = ?2 AND status = 'firing'",
+                params![alert.fingerprint, incident_id, alert.value, now],
+            )?;
+        }
+        Effect::AlertResolved {
+            incident_id,
+            fingerprint,
+            starts_at_ms,
+            at_ms,
+            value,
+        } => {
+            tx.execute(
+                "UPDATE alerts SET status = 'resolved', ends_at_ms = ?3, value = ?4, updated_at_ms = ?5
+                 WHERE fingerprint = ?1 AND starts_at_ms = ?2",
+                params![fingerprint, starts_at_ms, at_ms, value, now],
+            )?;
+            let name: Option<String> = tx
+                .query_row(
+                    "SELECT name FROM alerts WHERE fingerprint = ?1 AND starts_at_ms = ?2",
+                    params![fingerprint, starts_at_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let still_firing: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM alerts WHERE incident_id = ?1 AND status = 'firing'",
+                [incident_id],
+                |r| r.get(0),
+            )?;
+            if still_firing == 0 {
+                tx.execute(
+                    "UPDATE incidents SET quiet_since_ms = ?2, updated_at_ms = ?2 WHERE id = ?1",
+                    params![incident_id, now],
+                )?;
+            }
+            timeline(
+                tx,
+                incident_id,
+                now,
+                "alert_resolved",
+                &format!(
+                    "{} resolved ({still_firing} alert(s) still firing)",
+                    name.as_deref().unwrap_or(fingerprint)
+                ),
+                &json!({"fingerprint": fingerprint, "value": value}),
+            )?;
+        }
+        Effect::SeverityRaised {
+            incident_id,
+            severity,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE incidents SET severity = ?2, updated_at_ms = ?3 WHERE id = ?1",
+                params![incident_id, severity.as_str(), at_ms],
+            )?;
+            timeline(
+                tx,
+                incident_id,
+                *at_ms,
+                "severity",
+                &format!("severity raised to {severity}"),
+                &json!({}),
+            )?;
+        }
+        Effect::IncidentResolved {
+            incident_id,
+            at_ms,
+            quiet_ms,
+        } => {
+            tx.execute(
+                "UPDATE incidents SET state = 'resolved', resolved_at_ms = ?2, updated_at_ms = ?2 WHERE id = ?1",
+                params![incident_id, at_ms],
+            )?;
+            timeline(
+                tx,
+                incident_id,
+                *at_ms,
+                "resolved",
+                &format!("resolved: all alerts resolved and quiet for {quiet_ms} ms"),
+                &json!({"quiet_ms": quiet_ms}),
+            )?;
+        }
+        Effect::Ignored { .. } => {}
+    }
+    Ok(())
+}
+
+/// Records a run decision; false when this playbook already ran for the incident.
+pub fn insert_run(tx: &Transaction<'_>, run: &RunStart, now: UnixMs) -> Result<bool, StoreError> {
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO runs(id, incident_id, playbook, state, trigger_alert, created_at_ms)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+        params![
+            run.run_id,
+            run.incident_id,
+            run.playbook,
+            serde_json::to_string(&run.alert).expect("alerts serialise"),
+            now
+        ],
+    )?;
+    if n == 1 {
+        timeline(
+            tx,
+            &run.incident_id,
+            now,
+            "run_started",
+            &format!("playbook {} triggered by {}", run.playbook, run.alert.name),
+            &json!({"run_id": run.run_id, "playbook": run.playbook}),
+        )?;
+    }
+    Ok(n == 1)
+}
+
+const SUMMARY_COLUMNS: &str = "i.id, i.state, i.severity, i.host, i.app, i.title, i.opened_at_ms, i.updated_at_ms, i.resolved_at_ms,
+     (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id)";
+
+fn summary(r: &Row<'_>) -> rusqlite::Result<(IncidentSummary, String, String)> {
+    let state: String = r.get(1)?;
+    let severity: String = r.get(2)?;
+    Ok((
+        IncidentSummary {
+            id: r.get(0)?,
+            state: IncidentState::Open,
+            severity: Severity::Info,
+            host: r.get(3)?,
+            app: r.get(4)?,
+            title: r.get(5)?,
+            opened_at_ms: r.get(6)?,
+            updated_at_ms: r.get(7)?,
+            resolved_at_ms: r.get(8)?,
+            alert_count: r.get(9)?,
+        },
+        state,
+        severity,
+    ))
+}
+
+fn finish_summary(
+    (mut s, state, severity): (IncidentSummary, String, String),
+) -> Result<IncidentSummary, StoreError> {
+    s.state = parse_col(&state, "incidents", "state")?;
+    s.severity = parse_col(&severity, "incidents", "severity")?;
+    Ok(s)
+}
+
+/// Lists incidents, newest first.
+pub fn list_incidents(
+    conn: &Connection,
+    f: &IncidentFilter,
+) -> Result<Vec<IncidentSummary>, StoreError> {
+    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM incidents i WHERE 1 = 1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(state) = f.state {
+        sql.push_str(&format!(" AND i.state = ?{}", args.len() + 1));
+        args.push(Box::new(state.as_str()));
+    }
+    if let Some(app) = &f.app {
+        sql.push_str(&format!(
+            " AND (i.app = ?{n} OR EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = i.id AND a.app = ?{n}))",
+            n = args.len() + 1
+        ));
+        args.push(Box::new(app.clone()));
+    }
+    if let Some(host) = &f.host {
+        sql.push_str(&format!(" AND i.host = ?{}", args.len() + 1));
+        args.push(Box::new(host.clone()));
+    }
+    if let Some(since) = f.since_ms {
+        sql.push_str(&format!(" AND i.updated_at_ms >= ?{}", args.len() + 1));
+        args.push(Box::new(since));
+    }
+    sql.push_str(&format!(
+        " ORDER BY i.seq DESC LIMIT {}",
+        f.limit.clamp(1, 1000)
+    ));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), summary)?;
+    rows.map(|r| finish_summary(r?)).collect()
+}
+
+/// Everything about one incident, or `None`.
+pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDetail>, StoreError> {
+    let Some(row) = conn
+        .query_row(
+            &format!("SELECT {SUMMARY_COLUMNS} FROM incidents i WHERE i.id = ?1"),
+            [id],
+            summary,
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let incident = finish_summary(row)?;
+
+    let mut stmt = conn.prepare(
+        "SELECT fingerprint, source, name, host, app, severity, status, metric, value, threshold, summary,
+                starts_at_ms, ends_at_ms, received_at_ms
+         FROM alerts WHERE incident_id = ?1 ORDER BY received_at_ms, fingerprint",
+    )?;
+    let raw_alerts: Vec<(IncidentAlert, String, String)> = stmt
+        .query_map([id], |r| {
+            Ok((
+                IncidentAlert {
+                    fingerprint: r.get(0)?,
+                    source: r.get(1)?,
+                    name: r.get(2)?,
+                    host: r.get(3)?,
+                    app: r.get(4)?,
+                    severity: Severity::Info,
+                    status: AlertStatus::Firing,
+                    metric: r.get(7)?,
+                    value: r.get(8)?,
+                    threshold: r.get(9)?,
+                    summary: r.get(10)?,
+                    starts_at_ms: r.get(11)?,
+                    ends_at_ms: r.get(12)?,
+                    received_at_ms: r.get(13)?,
+                },
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut alerts = Vec::with_capacity(raw_alerts.len());
+    for (mut a, severity, status) in raw_alerts {
+        a.severity = parse_col(&severity, "alerts", "severity")?;
+        a.status = match status.as_str() {
+            "firing" => AlertStatus::Firing,
+            "resolved" => AlertStatus::Resolved,
+            other => {
+                return Err(StoreError::Corrupt {
+                    table: "alerts",
+                    column: "status",
+                    value: other.into(),
+                });
+            }
+        };
+        alerts.push(a);
+    }
+
+    let mut stmt = conn.prepare(
+        "SELECT at_ms, kind, message, data FROM timeline WHERE incident_id = ?1 ORDER BY id",
+    )?;
+    let timeline = stmt
+        .query_map([id], |r| {
+            let data: String = r.get(3)?;
+            Ok(TimelineEntry {
+                at_ms: r.get(0)?,
+                kind: r.get(1)?,
+                message: r.get(2)?,
+                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+
+    let runs = runs_of(conn, id)?;
+
+    let mut stmt = conn.prepare(
+        "SELECT system, number, sys_id, created_at_ms FROM tickets WHERE incident_id = ?1 ORDER BY created_at_ms",
+    )?;
+    let tickets = stmt
+        .query_map([id], |r| {
+            Ok(TicketView {
+                system: r.get(0)?,
+                number: r.get(1)?,
+                sys_id: r.get(2)?,
+                created_at_ms: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+
+    Ok(Some(IncidentDetail {
+        incident,
+        alerts,
+        timeline,
+        runs,
+        tickets,
+    }))
+}
+
+fn runs_of(conn: &Connection, incident_id: &str) -> Result<Vec<RunView>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, playbook, state, COALESCE(started_at_ms, created_at_ms), finished_at_ms
+         FROM runs WHERE incident_id = ?1 ORDER BY created_at_ms, id",
+    )?;
+    let runs: Vec<(String, String, String, i64, Option<i64>)> = stmt
+        .query_map([incident_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut step_stmt = conn.prepare(
+        "SELECT step_id, action, state, params, result, error, started_at_ms, finished_at_ms
+         FROM run_steps WHERE run_id = ?1 ORDER BY idx",
+    )?;
+    let mut out = Vec::with_capacity(runs.len());
+    for (id, playbook, state, started_at_ms, finished_at_ms) in runs {
+        let steps: Vec<(StepView, String)> = step_stmt
+            .query_map([&id], |r| {
+                let params: Option<String> = r.get(3)?;
+                let result: Option<String> = r.get(4)?;
+                Ok((
+                    StepView {
+                        id: r.get(0)?,
+                        action: r.get(1)?,
+                        state: RunState::Pending,
+                        params: params
+                            .and_then(|p| serde_json::from_str(&p).ok())
+                            .unwrap_or(Value::Null),
+                        result: result.and_then(|p| serde_json::from_str(&p).ok()),
+                        error: r.get(5)?,
+                        started_at_ms: r.get(6)?,
+                        finished_at_ms: r.get(7)?,
+                    },
+                    r.get(2)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let steps = steps
+            .into_iter()
+            .map(|(mut s, state)| {
+                s.state = parse_col(&state, "run_steps", "state")?;
+                Ok(s)
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.push(RunView {
+            id,
+            playbook,
+            incident_id: Some(incident_id.to_owned()),
+            state: parse_col(&state, "runs", "state")?,
+            started_at_ms,
+            finished_at_ms,
+            steps,
+        });
+    }
+    Ok(out)
+}
