@@ -1,0 +1,669 @@
+//! Local threshold rules: the `when` grammar and the pure state machine that
+//! turns a stream of samples into firing/resolved [`AlertEvent`]s.
+//!
+//! The engine does no IO and reads no clock: time is each sample's `at_ms`,
+//! so tests drive it with a fake clock.
+
+use std::fmt;
+use std::time::Duration as StdDuration;
+
+use fincorp_api::UnixMs;
+use fincorp_api::signing::random_hex;
+use fincorp_api::wire::{AlertEvent, AlertStatus, AppSample, HostSample, Severity};
+
+use crate::config::AppConfig;
+
+/// Whether a rule watches one app or the whole host; they allow different metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    App,
+    Host,
+}
+
+/// What a rule compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// App: % of one core summed over its processes. Host: % of all cores.
+    Cpu,
+    /// App: resident memory of its processes, MiB.
+    RssMb,
+    /// App: number of matched processes.
+    Processes,
+    /// App: the probe's latency; absent while the probe fails.
+    LatencyMs,
+    /// App: 1 when the probe succeeds, 0 when it fails.
+    ProbeUp,
+    /// Host: used memory, % of total.
+    MemUsedPct,
+}
+
+const APP_METRICS: &[Metric] = &[
+    Metric::Cpu,
+    Metric::RssMb,
+    Metric::Processes,
+    Metric::LatencyMs,
+    Metric::ProbeUp,
+];
+const HOST_METRICS: &[Metric] = &[Metric::Cpu, Metric::MemUsedPct];
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cpu => "cpu",
+            Metric::RssMb => "rss_mb",
+            Metric::Processes => "processes",
+            Metric::LatencyMs => "latency_ms",
+            Metric::ProbeUp => "probe_up",
+            Metric::MemUsedPct => "mem_used_pct",
+        }
+    }
+
+    /// The metrics a rule in `scope` may use.
+    pub fn allowed(scope: Scope) -> &'static [Metric] {
+        match scope {
+            Scope::App => APP_METRICS,
+            Scope::Host => HOST_METRICS,
+        }
+    }
+
+    /// Metrics that only exist for apps with a probe.
+    pub fn needs_probe(self) -> bool {
+        matches!(self, Metric::LatencyMs | Metric::ProbeUp)
+    }
+
+    fn of_app(self, app: &AppSample) -> Option<f64> {
+        let value = match self {
+            Metric::Cpu => app.cpu_pct,
+            Metric::RssMb => app.rss_bytes as f64 / (1024.0 * 1024.0),
+            Metric::Processes => f64::from(app.processes),
+            Metric::LatencyMs => app.probe.as_ref().filter(|p| p.ok)?.latency_ms?,
+            Metric::ProbeUp => {
+                if app.probe.as_ref()?.ok {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Metric::MemUsedPct => return None,
+        };
+        value.is_finite().then_some(value)
+    }
+
+    fn of_host(self, host: &HostSample) -> Option<f64> {
+        let value = match self {
+            Metric::Cpu => host.cpu_pct,
+            Metric::MemUsedPct if host.mem_total_bytes > 0 => {
+                host.mem_used_bytes as f64 * 100.0 / host.mem_total_bytes as f64
+            }
+            _ => return None,
+        };
+        value.is_finite().then_some(value)
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gt => value > threshold,
+            Op::Ge => value >= threshold,
+            Op::Lt => value < threshold,
+            Op::Le => value <= threshold,
+        }
+    }
+}
+
+/// A parsed `when`: `<metric> <op> <number>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Condition {
+    pub metric: Metric,
+    pub op: Op,
+    pub threshold: f64,
+}
+
+impl Condition {
+    /// Parses `cpu > 80`; the message of an error says what was expected.
+    pub fn parse(text: &str, scope: Scope) -> Result<Self, String> {
+        let grammar = || {
+            format!(
+                "expected `<metric> <op> <number>` with op one of >, >=, <, <=, e.g. `cpu > 80`; got {text:?}"
+            )
+        };
+        let s = text.trim();
+        let name_len = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        let (name, rest) = s.split_at(name_len);
+        if name.is_empty() {
+            return Err(grammar());
+        }
+        let rest = rest.trim_start();
+        let (op, rest) = [(">=", Op::Ge), ("<=", Op::Le), (">", Op::Gt), ("<", Op::Lt)]
+            .into_iter()
+            .find_map(|(sym, op)| rest.strip_prefix(sym).map(|r| (op, r)))
+            .ok_or_else(grammar)?;
+        let threshold: f64 = rest.trim().parse().map_err(|_| grammar())?;
+        if !threshold.is_finite() {
+            return Err(grammar());
+        }
+        let allowed = Metric::allowed(scope);
+        let metric = allowed
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = allowed.iter().map(|m| m.name()).collect();
+                let whose = match scope {
+                    Scope::App => "app",
+                    Scope::Host => "host",
+                };
+                format!(
+                    "unknown metric `{name}`; {whose} rules can use {}",
+                    names.join(", ")
+                )
+            })?;
+        Ok(Self {
+            metric,
+            op,
+            threshold,
+        })
+    }
+
+    pub fn holds(&self, value: f64) -> bool {
+        self.op.holds(value, self.threshold)
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.metric, self.op.symbol(), self.threshold)
+    }
+}
+
+/// One validated rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub condition: Condition,
+    /// How long the condition must hold before the alert fires.
+    pub for_: StdDuration,
+    pub severity: Severity,
+}
+
+/// Where one (subject, rule) pair is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Inactive,
+    /// The condition has held since `since`, not yet for long enough.
+    Pending {
+        since: UnixMs,
+    },
+    Firing {
+        since: UnixMs,
+    },
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// `None` for host rules.
+    app: Option<String>,
+    rule: Rule,
+    fingerprint: String,
+    state: State,
+}
+
+/// Evaluates every rule of every app and the host rules against each sample.
+#[derive(Debug)]
+pub struct RuleEngine {
+    host: String,
+    slots: Vec<Slot>,
+    primed: bool,
+}
+
+impl RuleEngine {
+    pub fn new(host: &str, apps: &[AppConfig], host_rules: &[Rule]) -> Self {
+        let app_slots = apps.iter().flat_map(|app| {
+            app.rules.iter().map(|rule| Slot {
+                app: Some(app.name.clone()),
+                fingerprint: fingerprint(host, Some(&app.name), &rule.name),
+                rule: rule.clone(),
+                state: State::Inactive,
+            })
+        });
+        let host_slots = host_rules.iter().map(|rule| Slot {
+            app: None,
+            fingerprint: fingerprint(host, None, &rule.name),
+            rule: rule.clone(),
+            state: State::Inactive,
+        });
+        Self {
+            host: host.to_owned(),
+            slots: app_slots.chain(host_slots).collect(),
+            primed: false,
+        }
+    }
+
+    /// Feeds one sample (its `at_ms` is "now") and returns the transitions.
+    ///
+    /// The very first sample is skipped: CPU% needs two readings, so the
+    /// first one's values are meaningless.
+    pub fn observe(&mut self, sample: &HostSample) -> Vec<AlertEvent> {
+        if !self.primed {
+            self.primed = true;
+            return Vec::new();
+        }
+        let now = sample.at_ms;
+        let mut events = Vec::new();
+        for slot in &mut self.slots {
+            let value = match &slot.app {
+                Some(name) => sample
+                    .apps
+                    .iter()
+                    .find(|a| &a.app == name)
+                    .and_then(|a| slot.rule.condition.metric.of_app(a)),
+                None => slot.rule.condition.metric.of_host(sample),
+            };
+            // An absent metric (a failing probe's latency) keeps the state.
+            let Some(value) = value else { continue };
+            let holds = slot.rule.condition.holds(value);
+            let for_ms = i64::try_from(slot.rule.for_.as_millis()).unwrap_or(i64::MAX);
+            let next = match (slot.state, holds) {
+                (State::Inactive, true) => State::Pending { since: now },
+                (State::Pending { since }, true) => State::Pending { since },
+                (State::Firing { since }, true) => State::Firing { since },
+                (State::Firing { since }, false) => {
+                    events.push(event(
+                        &self.host,
+                        slot,
+                        AlertStatus::Resolved,
+                        value,
+                        since,
+                        now,
+                    ));
+                    State::Inactive
+                }
+                (_, false) => State::Inactive,
+            };
+            slot.state = match next {
+                State::Pending { since } if now.saturating_sub(since) >= for_ms => {
+                    events.push(event(
+                        &self.host,
+                        slot,
+                        AlertStatus::Firing,
+                        value,
+                        since,
+                        now,
+                    ));
+                    State::Firing { since }
+                }
+                other => other,
+            };
+        }
+        events
+    }
+
+    /// Alerts currently firing, as (app, rule) names; for logs and tests.
+    pub fn firing(&self) -> Vec<(Option<&str>, &str)> {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, State::Firing { .. }))
+            .map(|s| (s.app.as_deref(), s.rule.name.as_str()))
+            .collect()
+    }
+}
+
+fn event(
+    host: &str,
+    slot: &Slot,
+    status: AlertStatus,
+    value: f64,
+    since: UnixMs,
+    now: UnixMs,
+) -> AlertEvent {
+    let c = &slot.rule.condition;
+    let subject = slot.app.as_deref().unwrap_or("host");
+    let summary = match status {
+        AlertStatus::Firing => format!(
+            "{subject} {} {value:.1} {} {} for {} on host {host}",
+            c.metric,
+            c.op.symbol(),
+            c.threshold,
+            fincorp_api::config::Duration(slot.rule.for_),
+        ),
+        AlertStatus::Resolved => format!(
+            "{subject} {} {value:.1} no longer {} {} on host {host} (resolved)",
+            c.metric,
+            c.op.symbol(),
+            c.threshold,
+        ),
+    };
+    AlertEvent {
+        id: random_hex(16),
+        fingerprint: slot.fingerprint.clone(),
+        status,
+        name: slot.rule.name.clone(),
+        host: host.to_owned(),
+        app: slot.app.clone(),
+        severity: slot.rule.severity,
+        metric: c.metric.name().to_owned(),
+        value,
+        threshold: c.threshold,
+        starts_at_ms: since,
+        at_ms: now,
+        summary,
+        labels: Default::default(),
+    }
+}
+
+/// Stable per (host, app, rule): hex of the first 16 bytes of
+/// SHA-256(host \0 app \0 rule); host rules use an empty app.
+pub fn fingerprint(host: &str, app: Option<&str>, rule: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(host.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(app.unwrap_or("").as_bytes());
+    ctx.update(b"\0");
+    ctx.update(rule.as_bytes());
+    let digest = ctx.finish();
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Selector;
+    use fincorp_api::wire::ProbeSample;
+
+    fn rule(name: &str, when: &str, for_secs: u64, scope: Scope) -> Rule {
+        Rule {
+            name: name.into(),
+            condition: Condition::parse(when, scope).unwrap(),
+            for_: StdDuration::from_secs(for_secs),
+            severity: Severity::Critical,
+        }
+    }
+
+    fn app(name: &str, rules: Vec<Rule>) -> AppConfig {
+        AppConfig {
+            name: name.into(),
+            selector: Selector::Exe("x".into()),
+            cgroup: None,
+            probe: None,
+            rules,
+        }
+    }
+
+    fn sample(at_ms: UnixMs, cpu: f64) -> HostSample {
+        HostSample {
+            at_ms,
+            cpu_pct: 10.0,
+            mem_used_bytes: 50,
+            mem_total_bytes: 100,
+            apps: vec![AppSample {
+                app: "APP".into(),
+                processes: 1,
+                cpu_pct: cpu,
+                rss_bytes: 0,
+                probe: None,
+            }],
+        }
+    }
+
+    fn engine(for_secs: u64) -> RuleEngine {
+        let apps = [app(
+            "APP",
+            vec![rule("cpu_high", "cpu > 80", for_secs, Scope::App)],
+        )];
+        let mut e = RuleEngine::new("web01", &apps, &[]);
+        assert!(
+            e.observe(&sample(0, 99.0)).is_empty(),
+            "the first tick is skipped"
+        );
+        e
+    }
+
+    #[test]
+    fn the_grammar_accepts_all_operators_and_explains_errors() {
+        let c = Condition::parse("  rss_mb>=6144 ", Scope::App).unwrap();
+        assert_eq!(
+            (c.metric, c.op, c.threshold),
+            (Metric::RssMb, Op::Ge, 6144.0)
+        );
+        assert_eq!(
+            Condition::parse("cpu <= 1.5", Scope::Host).unwrap().op,
+            Op::Le
+        );
+        assert_eq!(
+            Condition::parse("probe_up < 1", Scope::App).unwrap().op,
+            Op::Lt
+        );
+        for bad in [
+            "",
+            "cpu",
+            "cpu >",
+            "cpu = 5",
+            "> 5",
+            "cpu > 5 6",
+            "cpu > NaN",
+            "cpu > inf",
+        ] {
+            let err = Condition::parse(bad, Scope::App).unwrap_err();
+            assert!(
+                err.starts_with("expected `<metric> <op> <number>`"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(
+            Condition::parse("mem_used_pct > 5", Scope::App).unwrap_err(),
+            "unknown metric `mem_used_pct`; app rules can use cpu, rss_mb, processes, latency_ms, probe_up"
+        );
+    }
+
+    #[test]
+    fn a_rule_fires_once_the_condition_held_for_its_duration() {
+        let mut e = engine(1);
+        assert!(e.observe(&sample(1_000, 92.4)).is_empty(), "pending");
+        let events = e.observe(&sample(2_000, 93.0));
+        assert_eq!(events.len(), 1, "{events:?}");
+        let ev = &events[0];
+        assert_eq!(ev.status, AlertStatus::Firing);
+        assert_eq!((ev.starts_at_ms, ev.at_ms), (1_000, 2_000));
+        assert_eq!((ev.value, ev.threshold), (93.0, 80.0));
+        assert_eq!(
+            (ev.name.as_str(), ev.app.as_deref(), ev.metric.as_str()),
+            ("cpu_high", Some("APP"), "cpu")
+        );
+        assert_eq!(ev.severity, Severity::Critical);
+        assert_eq!(ev.summary, "APP cpu 93.0 > 80 for 1s on host web01");
+        assert_eq!(ev.id.len(), 32);
+        // Still firing: no repeat.
+        assert!(e.observe(&sample(3_000, 95.0)).is_empty());
+        assert_eq!(e.firing(), [(Some("APP"), "cpu_high")]);
+    }
+
+    #[test]
+    fn a_pending_rule_that_recovers_never_fires() {
+        let mut e = engine(5);
+        assert!(e.observe(&sample(1_000, 90.0)).is_empty());
+        assert!(e.observe(&sample(5_000, 90.0)).is_empty(), "only 4s so far");
+        assert!(
+            e.observe(&sample(6_000, 10.0)).is_empty(),
+            "recovered before 5s"
+        );
+        assert!(
+            e.observe(&sample(7_000, 90.0)).is_empty(),
+            "pending restarts at 7s"
+        );
+        assert!(e.observe(&sample(11_000, 90.0)).is_empty());
+        let events = e.observe(&sample(12_000, 90.0));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].starts_at_ms, 7_000);
+    }
+
+    #[test]
+    fn a_zero_duration_fires_on_the_first_true_sample_and_resolves_on_the_first_false() {
+        let mut e = engine(0);
+        let fired = e.observe(&sample(1_000, 81.0));
+        assert_eq!(fired.len(), 1);
+        let resolved = e.observe(&sample(2_000, 0.0));
+        assert_eq!(resolved.len(), 1);
+        let r = &resolved[0];
+        assert_eq!(r.status, AlertStatus::Resolved);
+        assert_eq!((r.starts_at_ms, r.at_ms, r.value), (1_000, 2_000, 0.0));
+        assert_eq!(r.fingerprint, fired[0].fingerprint);
+        assert_ne!(r.id, fired[0].id, "ids are per event");
+        assert!(e.firing().is_empty());
+        assert!(e.observe(&sample(3_000, 0.0)).is_empty());
+    }
+
+    #[test]
+    fn the_first_tick_is_skipped_even_when_the_condition_holds() {
+        let apps = [app(
+            "APP",
+            vec![rule("cpu_high", "cpu > 80", 0, Scope::App)],
+        )];
+        let mut e = RuleEngine::new("web01", &apps, &[]);
+        assert!(e.observe(&sample(0, 100.0)).is_empty());
+        assert_eq!(e.observe(&sample(1_000, 100.0)).len(), 1);
+    }
+
+    #[test]
+    fn an_app_with_no_processes_has_cpu_zero_and_resolves() {
+        let mut e = engine(0);
+        assert_eq!(e.observe(&sample(1_000, 99.0)).len(), 1);
+        let mut gone = sample(2_000, 0.0);
+        gone.apps[0].processes = 0;
+        let events = e.observe(&gone);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].status, AlertStatus::Resolved);
+    }
+
+    #[test]
+    fn absent_latency_keeps_the_state_and_probe_up_tracks_failures() {
+        let apps = [app(
+            "APP",
+            vec![
+                rule("slow", "latency_ms > 100", 0, Scope::App),
+                rule("down", "probe_up < 1", 0, Scope::App),
+            ],
+        )];
+        let mut e = RuleEngine::new("h", &apps, &[]);
+        let with_probe = |at, probe: ProbeSample| {
+            let mut s = sample(at, 0.0);
+            s.apps[0].probe = Some(probe);
+            s
+        };
+        let ok = |ms| ProbeSample {
+            ok: true,
+            latency_ms: Some(ms),
+            status: Some(200),
+            error: None,
+        };
+        let failed = ProbeSample {
+            ok: false,
+            latency_ms: None,
+            status: None,
+            error: Some("refused".into()),
+        };
+        e.observe(&with_probe(0, ok(1.0)));
+        let ev = e.observe(&with_probe(1_000, ok(250.0)));
+        assert_eq!(
+            ev.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["slow"]
+        );
+        // The probe fails: latency is absent so `slow` stays firing; `down` fires.
+        let ev = e.observe(&with_probe(2_000, failed));
+        assert_eq!(
+            ev.iter()
+                .map(|e| (e.name.as_str(), e.status))
+                .collect::<Vec<_>>(),
+            [("down", AlertStatus::Firing)]
+        );
+        assert_eq!(e.firing().len(), 2);
+        // No probe result at all (not yet run): both keep their state.
+        assert!(e.observe(&sample(3_000, 0.0)).is_empty());
+        let ev = e.observe(&with_probe(4_000, ok(5.0)));
+        let mut got: Vec<_> = ev.iter().map(|e| (e.name.as_str(), e.status)).collect();
+        got.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            got,
+            [
+                ("down", AlertStatus::Resolved),
+                ("slow", AlertStatus::Resolved)
+            ]
+        );
+    }
+
+    #[test]
+    fn host_rules_use_host_metrics() {
+        let host_rules = [rule(
+            "host_memory_high",
+            "mem_used_pct > 95",
+            0,
+            Scope::Host,
+        )];
+        let mut e = RuleEngine::new("db01", &[], &host_rules);
+        let mut s = sample(0, 0.0);
+        e.observe(&s);
+        s.at_ms = 1_000;
+        s.mem_used_bytes = 96;
+        let ev = e.observe(&s);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].app, None);
+        assert_eq!(ev[0].value, 96.0);
+        assert_eq!(
+            ev[0].summary,
+            "host mem_used_pct 96.0 > 95 for 0s on host db01"
+        );
+        assert_eq!(
+            ev[0].fingerprint,
+            fingerprint("db01", None, "host_memory_high")
+        );
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_distinguish_host_app_and_rule() {
+        let f = fingerprint("web01", Some("FINCORP-APP-HFT"), "cpu_high");
+        // SHA-256("web01\0FINCORP-APP-HFT\0cpu_high"), first 16 bytes: a
+        // regression anchor so the value never changes across releases.
+        assert_eq!(f, "a1bc313ee58060d0020033286261fa2c");
+        assert_ne!(f, fingerprint("web02", Some("FINCORP-APP-HFT"), "cpu_high"));
+        assert_ne!(f, fingerprint("web01", Some("FINCORP-APP-CRM"), "cpu_high"));
+        assert_ne!(
+            f,
+            fingerprint("web01", Some("FINCORP-APP-HFT"), "latency_high")
+        );
+        // The separator matters: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            fingerprint("h", Some("ab"), "c"),
+            fingerprint("h", Some("a"), "bc")
+        );
+        assert_eq!(fingerprint("h", None, "r"), fingerprint("h", Some(""), "r"));
+    }
+}
