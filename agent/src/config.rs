@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration as StdDuration;
 
-use fincorp_api::config::{self as api_config, Duration, Secret, SecretError, SecretSource};
+use fincorp_api::config::{
+    self as api_config, Duration, Secret, SecretError, SecretRef, SecretSource,
+};
 use fincorp_api::signing::SigningKey;
 use fincorp_api::wire::Severity;
 use fincorp_api::yaml::{Diagnostic, Diagnostics, Document, Level};
@@ -62,31 +64,9 @@ struct RawConfig {
 struct RawCorrelator {
     url: String,
     key_id: String,
-    secret: RawSecretField,
+    secret: SecretRef,
     #[serde(default)]
     timeout: Option<Duration>,
-}
-
-/// The `secret` value. Anything but a secret reference is accepted here and
-/// refused in stage two, so that serde's error (which quotes the value) can
-/// never echo an inline secret.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawSecretField {
-    Reference(RawSecret),
-    Other(serde::de::IgnoredAny),
-}
-
-/// `{ env: NAME }` or `{ file: PATH }`. Parsed here rather than as
-/// [`SecretSource`] because serde_yaml 0.9 reads enums only from YAML tags
-/// (`!env NAME`), not from the one-key maps the config format documents.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecret {
-    #[serde(default)]
-    env: Option<String>,
-    #[serde(default)]
-    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,18 +405,10 @@ impl Validator<'_> {
             DEFAULT_CORRELATOR_TIMEOUT,
         );
         let base = api_config::config_dir(&self.doc.file);
-        let reference = match raw.secret {
-            RawSecretField::Reference(r) => (r.env, r.file),
-            RawSecretField::Other(_) => (None, None),
-        };
-        let source = match reference {
-            (Some(name), None) if !name.is_empty() => SecretSource::Env(name),
-            (None, Some(path)) if !path.as_os_str().is_empty() => SecretSource::File(path),
-            _ => {
-                self.error(
-                    "correlator.secret",
-                    "write exactly one of `{ env: NAME }` or `{ file: PATH }`; secrets are never inline",
-                );
+        let source = match raw.secret.source() {
+            Ok(source) => source,
+            Err(msg) => {
+                self.error("correlator.secret", msg);
                 return None;
             }
         };

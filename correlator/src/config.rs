@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use fincorp_api::config::{Duration, SecretSource, config_dir, relative_to};
+use fincorp_api::config::{Duration, SecretRef, config_dir, relative_to};
 use fincorp_api::signing::SigningKey;
 use fincorp_api::yaml::{Diagnostics, Document};
 use fincorp_integrations::servicenow::ServiceNowConfig;
@@ -45,7 +45,7 @@ fn default_skew() -> Duration {
 #[serde(deny_unknown_fields)]
 struct RawKey {
     id: String,
-    secret: SecretSource,
+    secret: SecretRef,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +85,7 @@ struct RawIntegrations {
 struct RawServiceNow {
     url: String,
     username: String,
-    password: SecretSource,
+    password: SecretRef,
     #[serde(default = "default_sn_timeout")]
     timeout: Duration,
 }
@@ -205,7 +205,7 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         let password = match sn.password.resolve(&base) {
             Ok(p) => Some(p),
             Err(e) => {
-                errors.push(doc.error("integrations.servicenow.password", e.to_string()));
+                errors.push(doc.error("integrations.servicenow.password", e));
                 None
             }
         };

@@ -53,51 +53,52 @@ impl Serialize for Duration {
     }
 }
 
-/// Where a secret lives: `{ env: NAME }` or `{ file: PATH }`. Secrets are
+/// Where a secret lives: an environment variable or a file. Secrets are
 /// never written inline in a config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "RawSecret", into = "RawSecret")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     Env(String),
     File(PathBuf),
 }
 
-/// The YAML shape of a [`SecretSource`]: a mapping with exactly one key.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecret {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    file: Option<PathBuf>,
+/// How a secret reference is written in a config file: `{ env: NAME }` or
+/// `{ file: PATH }`.
+///
+/// Stage one accepts any value here, so serde never gets to quote an inline
+/// secret in an error message; [`SecretRef::source`] checks it in stage two.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretRef {
+    /// A mapping (a sequence is not accepted: serde would read it as a struct).
+    Reference(std::collections::BTreeMap<String, String>),
+    /// Anything else. The value is not kept.
+    Other(serde::de::IgnoredAny),
 }
 
-impl TryFrom<RawSecret> for SecretSource {
-    type Error = String;
-    fn try_from(raw: RawSecret) -> Result<Self, Self::Error> {
-        match (raw.env, raw.file) {
-            (Some(env), None) if !env.is_empty() => Ok(SecretSource::Env(env)),
-            (None, Some(file)) if !file.as_os_str().is_empty() => Ok(SecretSource::File(file)),
-            _ => Err(
-                "a secret is `{ env: VARIABLE }` or `{ file: PATH }`: exactly one, not empty"
-                    .into(),
-            ),
+/// What a malformed secret reference is told.
+pub const SECRET_FORM: &str =
+    "write exactly one of `{ env: NAME }` or `{ file: PATH }`; secrets are never inline";
+
+impl SecretRef {
+    /// The secret's source, or [`SECRET_FORM`] when the reference is malformed.
+    pub fn source(&self) -> Result<SecretSource, &'static str> {
+        let SecretRef::Reference(map) = self else {
+            return Err(SECRET_FORM);
+        };
+        let mut entries = map.iter();
+        match (entries.next(), entries.next()) {
+            (Some((key, value)), None) if !value.is_empty() => match key.as_str() {
+                "env" => Ok(SecretSource::Env(value.clone())),
+                "file" => Ok(SecretSource::File(PathBuf::from(value))),
+                _ => Err(SECRET_FORM),
+            },
+            _ => Err(SECRET_FORM),
         }
     }
-}
 
-impl From<SecretSource> for RawSecret {
-    fn from(s: SecretSource) -> Self {
-        match s {
-            SecretSource::Env(env) => RawSecret {
-                env: Some(env),
-                file: None,
-            },
-            SecretSource::File(file) => RawSecret {
-                env: None,
-                file: Some(file),
-            },
-        }
+    /// [`SecretRef::source`], then [`SecretSource::resolve`], with one error text.
+    pub fn resolve(&self, base: &Path) -> Result<Secret, String> {
+        self.source()?.resolve(base).map_err(|e| e.to_string())
     }
 }
 
@@ -217,26 +218,32 @@ mod tests {
     }
 
     #[test]
-    fn secret_sources_are_written_as_one_key_mappings() {
-        let env: SecretSource = serde_yaml::from_str("{ env: FINCORP_AGENT_KEY }").unwrap();
-        assert_eq!(env, SecretSource::Env("FINCORP_AGENT_KEY".into()));
-        let file: SecretSource =
-            serde_yaml::from_str("file: /etc/fincorp/secrets/agent.key").unwrap();
+    fn secret_references_are_one_key_mappings() {
+        let source = |text: &str| serde_yaml::from_str::<SecretRef>(text).unwrap().source();
         assert_eq!(
-            file,
-            SecretSource::File("/etc/fincorp/secrets/agent.key".into())
+            source("{ env: FINCORP_AGENT_KEY }"),
+            Ok(SecretSource::Env("FINCORP_AGENT_KEY".into()))
+        );
+        assert_eq!(
+            source("file: /etc/fincorp/agent.key"),
+            Ok(SecretSource::File("/etc/fincorp/agent.key".into()))
         );
         for bad in [
             "{ env: A, file: b }",
             "{}",
             "{ value: hunter2 }",
             "{ env: '' }",
+            "hunter2",
+            "[hunter2]",
         ] {
-            assert!(
-                serde_yaml::from_str::<SecretSource>(bad).is_err(),
-                "{bad} must be refused"
-            );
+            assert_eq!(source(bad), Err(SECRET_FORM), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn an_inline_secret_is_not_kept_so_it_cannot_be_echoed() {
+        let r: SecretRef = serde_yaml::from_str("s3cret-inline-value").unwrap();
+        assert!(!format!("{r:?}").contains("s3cret"));
     }
 
     #[test]
