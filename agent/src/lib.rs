@@ -15,7 +15,7 @@ pub mod client;
 pub mod collect;
 pub mod commands;
 pub mod config;
-pub mod logging;
+pub use fincorp_api::logging;
 pub mod rules;
 pub mod ship;
 #[cfg(test)]

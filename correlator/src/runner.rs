@@ -14,7 +14,7 @@ use fincorp_api::rest::RunState;
 use fincorp_api::wire::{CommandAction, CommandResult};
 use fincorp_integrations::servicenow::ServiceNowClient;
 use fincorp_playbooks::actions::{self, Env, StepContext};
-use fincorp_playbooks::template::{self, AlertCtx, PlaybookCtx, RunContext, RunCtx};
+use fincorp_playbooks::template::{self, PlaybookCtx, RunContext, RunCtx};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -118,11 +118,16 @@ impl Runner {
             let (engine, run) = (engine.clone(), run.clone());
             return blocking(move || engine.run_finished(&run, RunState::Failed, now_ms())).await;
         };
-        let alert = alerts
+        // The triggering alert was stored in the transaction that decided the run.
+        let Some(alert) = alerts
             .iter()
             .find(|a| a.fingerprint == run.alert.fingerprint)
             .cloned()
-            .unwrap_or_else(|| alert_ctx(&run));
+        else {
+            tracing::error!(fingerprint = %run.alert.fingerprint, "the run's triggering alert is not in its incident");
+            let (engine, run) = (engine.clone(), run.clone());
+            return blocking(move || engine.run_finished(&run, RunState::Failed, now_ms())).await;
+        };
         let mut ctx = RunContext {
             incident,
             alert,
@@ -211,23 +216,5 @@ impl Runner {
         tracing::info!(state = state.as_str(), "playbook run finished");
         let (engine, run) = (engine.clone(), run.clone());
         blocking(move || engine.run_finished(&run, state, now_ms())).await
-    }
-}
-
-fn alert_ctx(run: &RunStart) -> AlertCtx {
-    let a = &run.alert;
-    AlertCtx {
-        name: a.name.clone(),
-        source: a.source.clone(),
-        host: a.host.clone(),
-        app: a.app.clone(),
-        severity: a.severity.to_string(),
-        status: a.status.as_str().into(),
-        metric: a.metric.clone(),
-        value: a.value,
-        threshold: a.threshold,
-        summary: a.summary.clone(),
-        fingerprint: a.fingerprint.clone(),
-        starts_at: fincorp_api::format_ms(a.starts_at_ms),
     }
 }

@@ -1,7 +1,7 @@
 //! The contract shared by every FINCORP binary: what crosses the wire between
 //! agent and correlator ([`wire`]), how it is signed ([`signing`]), the REST
 //! API's JSON shapes ([`rest`]), and the config primitives every YAML file uses
-//! ([`yaml`], [`config`]).
+//! ([`yaml`], [`config`]), plus the log setup every binary uses ([`logging`]).
 //!
 //! This crate does no IO of its own beyond reading config and secret files, so
 //! the agent can depend on it without linking the correlator's web or database
@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod rest;
 pub mod signing;
 pub mod wire;

@@ -3,7 +3,6 @@
 //! exit codes only; the simulators live in the library.
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,7 +54,10 @@ struct ServiceNowArgs {
 fn main() -> ExitCode {
     // clap exits 2 on usage errors and 0 for --help/--version.
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = fincorp_api::logging::init(fincorp_api::logging::LogFormat::Text) {
+        eprintln!("fincorp-sim: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
     match cli.command {
         Command::Servicenow(args) => {
             let password = match password(&args) {
@@ -68,16 +70,6 @@ fn main() -> ExitCode {
             exit(run(serve_servicenow(args.listen, args.username, password)))
         }
     }
-}
-
-fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
 }
 
 fn password(args: &ServiceNowArgs) -> anyhow::Result<String> {
