@@ -66,6 +66,14 @@ impl Metric {
         }
     }
 
+    /// Whether a sample of this metric is an average over the interval since
+    /// the previous sample (CPU) rather than a reading at the sample's time.
+    /// A true averaged sample means the condition held from the interval's
+    /// start, and `for` counts from there.
+    pub fn averaged(self) -> bool {
+        matches!(self, Metric::Cpu)
+    }
+
     /// Metrics that only exist for apps with a probe.
     pub fn needs_probe(self) -> bool {
         matches!(self, Metric::LatencyMs | Metric::ProbeUp)
@@ -240,7 +248,9 @@ struct Slot {
 pub struct RuleEngine {
     host: String,
     slots: Vec<Slot>,
-    primed: bool,
+    /// The previous sample's time: where the current averaging interval began.
+    /// `None` until the first (priming) sample.
+    last_at: Option<UnixMs>,
 }
 
 impl RuleEngine {
@@ -262,7 +272,7 @@ impl RuleEngine {
         Self {
             host: host.to_owned(),
             slots: app_slots.chain(host_slots).collect(),
-            primed: false,
+            last_at: None,
         }
     }
 
@@ -271,11 +281,10 @@ impl RuleEngine {
     /// The very first sample is skipped: CPU% needs two readings, so the
     /// first one's values are meaningless.
     pub fn observe(&mut self, sample: &HostSample) -> Vec<AlertEvent> {
-        if !self.primed {
-            self.primed = true;
-            return Vec::new();
-        }
         let now = sample.at_ms;
+        let Some(interval_start) = self.last_at.replace(now) else {
+            return Vec::new();
+        };
         let mut events = Vec::new();
         for slot in &mut self.slots {
             let value = match &slot.app {
@@ -291,7 +300,13 @@ impl RuleEngine {
             let holds = slot.rule.condition.holds(value);
             let for_ms = i64::try_from(slot.rule.for_.as_millis()).unwrap_or(i64::MAX);
             let next = match (slot.state, holds) {
-                (State::Inactive, true) => State::Pending { since: now },
+                (State::Inactive, true) => State::Pending {
+                    since: if slot.rule.condition.metric.averaged() {
+                        interval_start.min(now)
+                    } else {
+                        now
+                    },
+                },
                 (State::Pending { since }, true) => State::Pending { since },
                 (State::Firing { since }, true) => State::Firing { since },
                 (State::Firing { since }, false) => {
@@ -486,44 +501,81 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_fires_once_the_condition_held_for_its_duration() {
+    fn a_cpu_rule_fires_once_the_average_held_for_its_duration() {
         let mut e = engine(1);
-        assert!(e.observe(&sample(1_000, 92.4)).is_empty(), "pending");
-        let events = e.observe(&sample(2_000, 93.0));
+        // CPU at 1_000 is the average over [0, 1_000]: above 80 for 1 s already.
+        let events = e.observe(&sample(1_000, 92.4));
         assert_eq!(events.len(), 1, "{events:?}");
         let ev = &events[0];
         assert_eq!(ev.status, AlertStatus::Firing);
-        assert_eq!((ev.starts_at_ms, ev.at_ms), (1_000, 2_000));
-        assert_eq!((ev.value, ev.threshold), (93.0, 80.0));
+        assert_eq!((ev.starts_at_ms, ev.at_ms), (0, 1_000));
+        assert_eq!((ev.value, ev.threshold), (92.4, 80.0));
         assert_eq!(
             (ev.name.as_str(), ev.app.as_deref(), ev.metric.as_str()),
             ("cpu_high", Some("APP"), "cpu")
         );
         assert_eq!(ev.severity, Severity::Critical);
-        assert_eq!(ev.summary, "APP cpu 93.0 > 80 for 1s on host web01");
+        assert_eq!(ev.summary, "APP cpu 92.4 > 80 for 1s on host web01");
         assert_eq!(ev.id.len(), 32);
         // Still firing: no repeat.
-        assert!(e.observe(&sample(3_000, 95.0)).is_empty());
+        assert!(e.observe(&sample(2_000, 95.0)).is_empty());
         assert_eq!(e.firing(), [(Some("APP"), "cpu_high")]);
+    }
+
+    #[test]
+    fn a_cpu_rule_needs_the_whole_duration_of_averages() {
+        let mut e = engine(2);
+        assert!(
+            e.observe(&sample(1_000, 92.0)).is_empty(),
+            "1 s of average so far"
+        );
+        let events = e.observe(&sample(2_000, 93.0));
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].starts_at_ms, events[0].at_ms), (0, 2_000));
+    }
+
+    #[test]
+    fn a_gauge_rule_counts_from_the_first_reading_not_from_the_interval() {
+        let apps = [app(
+            "APP",
+            vec![rule("memory_high", "rss_mb > 100", 1, Scope::App)],
+        )];
+        let mut e = RuleEngine::new("web01", &apps, &[]);
+        let with_rss = |at_ms, mib: u64| {
+            let mut s = sample(at_ms, 0.0);
+            s.apps[0].rss_bytes = mib * 1024 * 1024;
+            s
+        };
+        assert!(e.observe(&with_rss(0, 500)).is_empty(), "priming");
+        assert!(
+            e.observe(&with_rss(1_000, 500)).is_empty(),
+            "one reading is an instant, not 1 s"
+        );
+        let events = e.observe(&with_rss(2_000, 500));
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].starts_at_ms, events[0].at_ms), (1_000, 2_000));
     }
 
     #[test]
     fn a_pending_rule_that_recovers_never_fires() {
         let mut e = engine(5);
-        assert!(e.observe(&sample(1_000, 90.0)).is_empty());
-        assert!(e.observe(&sample(5_000, 90.0)).is_empty(), "only 4s so far");
         assert!(
-            e.observe(&sample(6_000, 10.0)).is_empty(),
+            e.observe(&sample(1_000, 90.0)).is_empty(),
+            "pending since 0"
+        );
+        assert!(e.observe(&sample(4_000, 90.0)).is_empty(), "only 4s so far");
+        assert!(
+            e.observe(&sample(5_000, 10.0)).is_empty(),
             "recovered before 5s"
         );
         assert!(
-            e.observe(&sample(7_000, 90.0)).is_empty(),
-            "pending restarts at 7s"
+            e.observe(&sample(6_000, 90.0)).is_empty(),
+            "pending restarts at 5s, the start of this average"
         );
-        assert!(e.observe(&sample(11_000, 90.0)).is_empty());
-        let events = e.observe(&sample(12_000, 90.0));
+        assert!(e.observe(&sample(9_000, 90.0)).is_empty());
+        let events = e.observe(&sample(10_000, 90.0));
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].starts_at_ms, 7_000);
+        assert_eq!(events[0].starts_at_ms, 5_000);
     }
 
     #[test]
@@ -535,7 +587,7 @@ mod tests {
         assert_eq!(resolved.len(), 1);
         let r = &resolved[0];
         assert_eq!(r.status, AlertStatus::Resolved);
-        assert_eq!((r.starts_at_ms, r.at_ms, r.value), (1_000, 2_000, 0.0));
+        assert_eq!((r.starts_at_ms, r.at_ms, r.value), (0, 2_000, 0.0));
         assert_eq!(r.fingerprint, fired[0].fingerprint);
         assert_ne!(r.id, fired[0].id, "ids are per event");
         assert!(e.firing().is_empty());
