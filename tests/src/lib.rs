@@ -8,7 +8,10 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The HMAC key every test stack shares between agent and correlator.
 pub const AGENT_KEY: &str = "e2e-agent-key-0123456789abcdef0123456789";
@@ -198,4 +201,245 @@ pub fn cpu_time_ns(pid: u32) -> Option<u64> {
             .unwrap_or(0);
     }
     Some(total)
+}
+
+/// Scenarios run one at a time: they measure CPU and time, and share the
+/// machine's two cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where cgroup hierarchies are mounted on the test machine.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// True when the cpu controller is on cgroup v1.
+pub fn cgroup_v1() -> bool {
+    Path::new(CGROUP_ROOT).join("cpu/cpu.cfs_quota_us").exists()
+}
+
+/// The directory of a cgroup given relative to the cpu controller.
+pub fn cgroup_dir(relative: &str) -> PathBuf {
+    if cgroup_v1() {
+        Path::new(CGROUP_ROOT).join("cpu").join(relative)
+    } else {
+        Path::new(CGROUP_ROOT).join(relative)
+    }
+}
+
+/// What a test stack runs with.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The agent's `apps:` entries, as YAML indented by two spaces.
+    pub agent_apps: String,
+    /// `correlation.resolve_after` of the correlator.
+    pub resolve_after: String,
+}
+
+/// A ServiceNow simulator, a correlator and an agent on 127.0.0.1, with
+/// configs in a temporary directory. Processes can be stopped and started
+/// again (same config, same database) to test outages.
+pub struct Stack {
+    dir: tempfile::TempDir,
+    pub sim: Proc,
+    pub correlator: Option<Proc>,
+    pub agent: Option<Proc>,
+    /// The correlator's base URL.
+    pub api: String,
+    /// The ServiceNow simulator's base URL.
+    pub sn: String,
+    /// The host name the agent reports.
+    pub host: String,
+}
+
+impl Stack {
+    /// Starts the simulator and the correlator (waiting until both answer),
+    /// then the agent.
+    pub fn start(cfg: &StackConfig) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (api_port, sn_port) = (free_port(), free_port());
+        let api = format!("http://127.0.0.1:{api_port}");
+        let sn = format!("http://127.0.0.1:{sn_port}");
+        let host = format!("e2e-host-{}", std::process::id());
+        let playbooks = repo_root().join("packaging/etc/fincorp/playbooks");
+        std::fs::write(
+            d.join("correlator.yaml"),
+            format!(
+                "version: 1
+listen: 127.0.0.1:{api_port}
+state_dir: state
+agent_auth:
+  max_skew: 30s
+  keys:
+    - id: fleet
+      secret: {{ env: FINCORP_AGENT_KEY }}
+correlation:
+  window: 5m
+  resolve_after: {resolve_after}
+playbooks_dir: {playbooks}
+integrations:
+  servicenow:
+    url: {sn}
+    username: {SN_USER}
+    password: {{ env: FINCORP_SERVICENOW_PASSWORD }}
+    timeout: 10s
+",
+                resolve_after = cfg.resolve_after,
+                playbooks = playbooks.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("agent.yaml"),
+            format!(
+                "version: 1
+host: {host}
+sample_interval: 1s
+heartbeat_interval: 5s
+correlator:
+  url: {api}
+  key_id: fleet
+  secret: {{ env: FINCORP_AGENT_KEY }}
+  timeout: 5s
+actions:
+  reallocate:
+    enabled: true
+    max_increase_pct: 50
+    max_cpu_cores: 2.0
+cgroup_root: {CGROUP_ROOT}
+apps:
+{apps}",
+                apps = cfg.agent_apps,
+            ),
+        )
+        .unwrap();
+
+        let mut sim_cmd = Command::new(bin("fincorp-sim"));
+        sim_cmd
+            .args([
+                "servicenow",
+                "--listen",
+                &format!("127.0.0.1:{sn_port}"),
+                "--username",
+                SN_USER,
+            ])
+            .args(["--password-env", "FINCORP_SERVICENOW_PASSWORD"])
+            .env("FINCORP_SERVICENOW_PASSWORD", SN_PASSWORD);
+        let mut sim = Proc::spawn("fincorp-sim", sim_cmd, d);
+        wait_http_ok(
+            &format!("{sn}/sim/health"),
+            &mut sim,
+            Duration::from_secs(20),
+        );
+
+        let mut stack = Stack {
+            dir,
+            sim,
+            correlator: None,
+            agent: None,
+            api,
+            sn,
+            host,
+        };
+        stack.start_correlator();
+        stack.start_agent();
+        stack
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the correlator and waits until it answers.
+    pub fn start_correlator(&mut self) {
+        let mut c = Command::new(bin("fincorp-correlator"));
+        c.arg("--config")
+            .arg(self.dir().join("correlator.yaml"))
+            .env("FINCORP_AGENT_KEY", AGENT_KEY)
+            .env("FINCORP_SERVICENOW_PASSWORD", SN_PASSWORD)
+            .env("RUST_LOG", "info");
+        let mut proc = Proc::spawn("fincorp-correlator", c, self.dir());
+        wait_http_ok(
+            &format!("{}/healthz", self.api),
+            &mut proc,
+            Duration::from_secs(20),
+        );
+        self.correlator = Some(proc);
+    }
+
+    /// Starts the agent.
+    pub fn start_agent(&mut self) {
+        let mut a = Command::new(bin("fincorp-agent"));
+        a.arg("--config")
+            .arg(self.dir().join("agent.yaml"))
+            .env("FINCORP_AGENT_KEY", AGENT_KEY)
+            .env("RUST_LOG", "info");
+        let mut proc = Proc::spawn("fincorp-agent", a, self.dir());
+        std::thread::sleep(Duration::from_millis(500));
+        proc.assert_running();
+        self.agent = Some(proc);
+    }
+
+    /// Panics with all logs if the correlator or agent has died.
+    pub fn assert_running(&mut self) {
+        let logs = self.logs();
+        for p in [self.correlator.as_mut(), self.agent.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{} exited early with {status}:\n{logs}", p.name);
+            }
+        }
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in [
+            self.correlator.as_ref(),
+            self.agent.as_ref(),
+            Some(&self.sim),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.push_str(&format!("--- {} ---\n{}\n", p.name, p.logs()));
+        }
+        out
+    }
+
+    /// GET a correlator path as JSON.
+    pub fn api_get(&self, path: &str) -> Value {
+        get_json(&format!("{}{path}", self.api), None)
+    }
+
+    /// GET a ServiceNow simulator path as JSON, with the stack's credentials.
+    pub fn sn_get(&self, path: &str) -> Value {
+        get_json(&format!("{}{path}", self.sn), Some((SN_USER, SN_PASSWORD)))
+    }
+}
+
+/// GET `url` as JSON; panics with the status and body unless 2xx.
+pub fn get_json(url: &str, auth: Option<(&str, &str)>) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = fincorp_api::http::client(Duration::from_secs(10));
+        let mut req = client.get(url).header("accept", "application/json");
+        if let Some((u, p)) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "GET {url}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {text}"))
+    })
 }

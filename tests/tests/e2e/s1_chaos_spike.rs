@@ -1,7 +1,5 @@
-//! End-to-end scenarios (SPEC §3) with the real binaries on 127.0.0.1.
-//!
-//! S1, the chaos CPU spike: `fincorpctl chaos cpu-spike` burns CPU as
-//! FINCORP-APP-HFT-TEST inside a real cgroup; the agent detects it, the
+//! S1, the chaos CPU spike (SPEC §3): `fincorpctl chaos cpu-spike` burns CPU
+//! as FINCORP-APP-HFT-TEST inside a real cgroup; the agent detects it, the
 //! correlator opens an incident and runs the shipped HFT playbook, the agent
 //! raises the cgroup quota by 20%, the kernel lets the burner use more CPU,
 //! ServiceNow gets exactly one ticket, and the incident resolves after the
@@ -17,185 +15,6 @@ use fincorp_tests::*;
 use serde_json::Value;
 
 const APP: &str = "FINCORP-APP-HFT-TEST";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-struct Stack {
-    _dir: tempfile::TempDir,
-    sim: Proc,
-    correlator: Proc,
-    agent: Proc,
-    api: String,
-    sn: String,
-    cgroup: String,
-}
-
-impl Stack {
-    fn logs(&self) -> String {
-        format!(
-            "--- correlator ---\n{}\n--- agent ---\n{}\n--- servicenow sim ---\n{}",
-            self.correlator.logs(),
-            self.agent.logs(),
-            self.sim.logs()
-        )
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
-
-fn start_stack() -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (api_port, sn_port) = (free_port(), free_port());
-    let api = format!("http://127.0.0.1:{api_port}");
-    let sn = format!("http://127.0.0.1:{sn_port}");
-    let cgroup = format!("fincorp-e2e-{}/{APP}", std::process::id());
-    let playbooks = repo_root().join("packaging/etc/fincorp/playbooks");
-
-    write(
-        &d.join("correlator.yaml"),
-        &format!(
-            "version: 1
-listen: 127.0.0.1:{api_port}
-state_dir: state
-agent_auth:
-  max_skew: 30s
-  keys:
-    - id: fleet
-      secret: {{ env: FINCORP_AGENT_KEY }}
-correlation:
-  window: 5m
-  resolve_after: 2s
-playbooks_dir: {}
-integrations:
-  servicenow:
-    url: {sn}
-    username: {SN_USER}
-    password: {{ env: FINCORP_SERVICENOW_PASSWORD }}
-    timeout: 10s
-",
-            playbooks.display()
-        ),
-    );
-    write(
-        &d.join("agent.yaml"),
-        &format!(
-            "version: 1
-host: e2e-host-{pid}
-sample_interval: 1s
-heartbeat_interval: 5s
-correlator:
-  url: {api}
-  key_id: fleet
-  secret: {{ env: FINCORP_AGENT_KEY }}
-  timeout: 5s
-actions:
-  reallocate:
-    enabled: true
-    max_increase_pct: 50
-    max_cpu_cores: 2.0
-cgroup_root: {CGROUP_ROOT}
-apps:
-  - name: {APP}
-    select:
-      cmdline: 'chaos burn --app {APP}( |$)'
-    cgroup: {cgroup}
-    rules:
-      - name: cpu_high
-        when: cpu > 80
-        for: 1s
-        severity: critical
-",
-            pid = std::process::id()
-        ),
-    );
-
-    let mut sim_cmd = Command::new(bin("fincorp-sim"));
-    sim_cmd
-        .args([
-            "servicenow",
-            "--listen",
-            &format!("127.0.0.1:{sn_port}"),
-            "--username",
-            SN_USER,
-        ])
-        .args(["--password-env", "FINCORP_SERVICENOW_PASSWORD"])
-        .env("FINCORP_SERVICENOW_PASSWORD", SN_PASSWORD);
-    let mut sim = Proc::spawn("fincorp-sim", sim_cmd, d);
-
-    let mut c = Command::new(bin("fincorp-correlator"));
-    c.arg("--config")
-        .arg(d.join("correlator.yaml"))
-        .env("FINCORP_AGENT_KEY", AGENT_KEY)
-        .env("FINCORP_SERVICENOW_PASSWORD", SN_PASSWORD)
-        .env("RUST_LOG", "info");
-    let mut correlator = Proc::spawn("fincorp-correlator", c, d);
-    wait_http_ok(
-        &format!("{api}/healthz"),
-        &mut correlator,
-        Duration::from_secs(20),
-    );
-    // The simulator answers 401 without credentials; wait for its own health path.
-    wait_http_ok(
-        &format!("{sn}/sim/health"),
-        &mut sim,
-        Duration::from_secs(20),
-    );
-
-    let mut a = Command::new(bin("fincorp-agent"));
-    a.arg("--config")
-        .arg(d.join("agent.yaml"))
-        .env("FINCORP_AGENT_KEY", AGENT_KEY)
-        .env("RUST_LOG", "info");
-    let mut agent = Proc::spawn("fincorp-agent", a, d);
-    std::thread::sleep(Duration::from_millis(500));
-    agent.assert_running();
-
-    Stack {
-        _dir: dir,
-        sim,
-        correlator,
-        agent,
-        api,
-        sn,
-        cgroup,
-    }
-}
-
-fn get_json(url: &str, auth: Option<(&str, &str)>) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = fincorp_api::http::client(Duration::from_secs(10));
-        let mut req = client.get(url).header("accept", "application/json");
-        if let Some((u, p)) = auth {
-            req = req.basic_auth(u, Some(p));
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "GET {url}: {status}: {text}");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {text}"))
-    })
-}
-
-fn is_v1() -> bool {
-    Path::new(CGROUP_ROOT).join("cpu/cpu.cfs_quota_us").exists()
-}
-
-fn cgroup_dir(relative: &str) -> PathBuf {
-    if is_v1() {
-        Path::new(CGROUP_ROOT).join("cpu").join(relative)
-    } else {
-        Path::new(CGROUP_ROOT).join(relative)
-    }
-}
 
 /// Kills the chaos command (its burner then sees EOF and exits) and removes
 /// the test's cgroups, also when an assertion fails.
@@ -232,9 +51,25 @@ fn measure_cores(pid: u32, window: Duration) -> f64 {
 
 #[test]
 fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
+    let _serial = serial();
     require_writable_cgroups(Path::new(CGROUP_ROOT));
-    let mut stack = start_stack();
-    let quota_file = cgroup_dir(&stack.cgroup).join(if is_v1() {
+    let cgroup = format!("fincorp-e2e-{}/{APP}", std::process::id());
+    let mut stack = Stack::start(&StackConfig {
+        agent_apps: format!(
+            "  - name: {APP}
+    select:
+      cmdline: 'chaos burn --app {APP}( |$)'
+    cgroup: {cgroup}
+    rules:
+      - name: cpu_high
+        when: cpu > 80
+        for: 1s
+        severity: critical
+"
+        ),
+        resolve_after: "2s".into(),
+    });
+    let quota_file = cgroup_dir(&cgroup).join(if cgroup_v1() {
         "cpu.cfs_quota_us"
     } else {
         "cpu.max"
@@ -252,7 +87,7 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
             "--app",
             APP,
             "--cgroup",
-            &stack.cgroup,
+            &cgroup,
         ])
         .args([
             "--quota-cores",
@@ -278,7 +113,7 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
         .expect("start fincorpctl");
     let mut guard = Cleanup {
         chaos: Some(chaos),
-        cgroup: cgroup_dir(&stack.cgroup),
+        cgroup: cgroup_dir(&cgroup),
     };
     let chaos = guard.chaos.as_mut().unwrap();
     let lines = line_reader(chaos.stdout.take().unwrap());
@@ -298,8 +133,7 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
                     "chaos did not finish in time; events: {events:#?}\n{}",
                     stack.logs()
                 );
-                stack.correlator.assert_running();
-                stack.agent.assert_running();
+                stack.assert_running();
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -345,21 +179,15 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
         .as_str()
         .unwrap_or_else(|| panic!("no incident; {context}"))
         .to_owned();
-    let list: IncidentList = serde_json::from_value(get_json(
-        &format!("{}/api/v1/incidents?app={APP}", stack.api),
-        None,
-    ))
-    .unwrap();
+    let list: IncidentList =
+        serde_json::from_value(stack.api_get(&format!("/api/v1/incidents?app={APP}"))).unwrap();
     assert_eq!(
         list.incidents.len(),
         1,
         "exactly one incident for the spike; {context}"
     );
-    let detail: IncidentDetail = serde_json::from_value(get_json(
-        &format!("{}/api/v1/incidents/{incident_id}", stack.api),
-        None,
-    ))
-    .unwrap();
+    let detail: IncidentDetail =
+        serde_json::from_value(stack.api_get(&format!("/api/v1/incidents/{incident_id}"))).unwrap();
     assert_eq!(detail.incident.app.as_deref(), Some(APP));
     assert!(
         detail
@@ -411,33 +239,24 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
     );
 
     // 4. Exactly one ServiceNow ticket, carrying the incident's correlation_id.
-    let auth = Some((SN_USER, SN_PASSWORD));
-    let all = get_json(&format!("{}/api/now/table/incident", stack.sn), auth);
+    let all = stack.sn_get("/api/now/table/incident");
     assert_eq!(
         all["result"].as_array().unwrap().len(),
         1,
         "exactly one ticket in ServiceNow: {all:#}"
     );
-    let by_cid = get_json(
-        &format!(
-            "{}/api/now/table/incident?sysparm_query=correlation_id={incident_id}",
-            stack.sn
-        ),
-        auth,
-    );
+    let by_cid = stack.sn_get(&format!(
+        "/api/now/table/incident?sysparm_query=correlation_id={incident_id}"
+    ));
     let ticket = &by_cid["result"][0];
     assert_eq!(ticket["correlation_id"], incident_id.as_str());
     assert_eq!(detail.tickets.len(), 1);
     assert_eq!(ticket["number"], detail.tickets[0].number.as_str());
     assert_eq!(summary["ticket"], ticket["number"]);
-    let notes = get_json(
-        &format!(
-            "{}/api/now/table/sys_journal_field?sysparm_query=element_id={}^element=work_notes",
-            stack.sn,
-            ticket["sys_id"].as_str().unwrap()
-        ),
-        auth,
-    );
+    let notes = stack.sn_get(&format!(
+        "/api/now/table/sys_journal_field?sysparm_query=element_id={}^element=work_notes",
+        ticket["sys_id"].as_str().unwrap()
+    ));
     let note = notes["result"][0]["value"].as_str().unwrap_or_default();
     assert!(
         note.contains("raised the CPU quota") && note.contains("120000"),
@@ -445,11 +264,8 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
     );
 
     // 5. The incident resolved after the spike ended.
-    let detail: IncidentDetail = serde_json::from_value(get_json(
-        &format!("{}/api/v1/incidents/{incident_id}", stack.api),
-        None,
-    ))
-    .unwrap();
+    let detail: IncidentDetail =
+        serde_json::from_value(stack.api_get(&format!("/api/v1/incidents/{incident_id}"))).unwrap();
     assert_eq!(detail.incident.state, IncidentState::Resolved, "{context}");
     assert_eq!(summary["resolved"], true);
 

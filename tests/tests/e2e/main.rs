@@ -1,0 +1,5 @@
+//! End-to-end scenarios (SPEC §3) with the real binaries on 127.0.0.1, one
+//! module per scenario, all in one test binary. Scenarios take
+//! [`fincorp_tests::serial`] so they run one at a time.
+
+mod s1_chaos_spike;
