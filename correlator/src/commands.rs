@@ -165,6 +165,11 @@ impl CommandBus {
         commands.iter().map(|c| sign_command(key, c)).collect()
     }
 
+    /// Commands queued and not yet picked up, over all hosts.
+    pub fn waiting(&self) -> usize {
+        self.lock().queues.values().map(|q| q.len()).sum()
+    }
+
     /// Delivers an agent's result to the step waiting for it. Returns false
     /// for a result nobody waits for (late, or from the wrong host).
     pub fn complete(&self, result: CommandResult) -> bool {

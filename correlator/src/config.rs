@@ -13,7 +13,8 @@ use fincorp_integrations::servicenow::ServiceNowConfig;
 use fincorp_playbooks::Playbook;
 use serde::Deserialize;
 
-use crate::core;
+use crate::core::{self, AlertFilter, AppInfo, GroupRule, HostInfo, KeyPart, Topology};
+use crate::ingest::alertmanager::Mapping;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +28,8 @@ struct RawConfig {
     playbooks_dir: PathBuf,
     #[serde(default)]
     integrations: RawIntegrations,
+    #[serde(default)]
+    alertmanager: Option<RawAlertmanager>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,30 +51,85 @@ struct RawKey {
     secret: SecretRef,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCorrelation {
-    #[serde(default = "default_window")]
-    window: Duration,
-    #[serde(default = "default_resolve_after")]
-    resolve_after: Duration,
+    window: Option<Duration>,
+    max_window: Option<Duration>,
+    resolve_after: Option<Duration>,
+    reopen_window: Option<Duration>,
+    close_after: Option<Duration>,
+    flapping: Option<RawFlapping>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    /// The inventory file, relative to this one.
+    topology: Option<PathBuf>,
 }
 
-impl Default for RawCorrelation {
-    fn default() -> Self {
-        Self {
-            window: default_window(),
-            resolve_after: default_resolve_after(),
-        }
-    }
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlapping {
+    changes: usize,
+    within: Duration,
 }
 
-fn default_window() -> Duration {
-    Duration::from_secs(300)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default, rename = "match")]
+    filter: RawFilter,
+    group_by: Vec<String>,
 }
 
-fn default_resolve_after() -> Duration {
-    Duration::from_secs(5)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    sources: Vec<String>,
+    #[serde(default)]
+    alerts: Vec<String>,
+    #[serde(default)]
+    apps: Vec<String>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    version: u32,
+    #[serde(default)]
+    hosts: std::collections::BTreeMap<String, RawHost>,
+    #[serde(default)]
+    apps: std::collections::BTreeMap<String, RawTopoApp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    site: Option<String>,
+    rack: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopoApp {
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    host_labels: Option<Vec<String>>,
+    app_labels: Option<Vec<String>>,
+    severity_label: Option<String>,
+    severity_map: Option<std::collections::BTreeMap<String, fincorp_api::wire::Severity>>,
+    default_severity: Option<fincorp_api::wire::Severity>,
+    default_host: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +161,7 @@ pub struct Config {
     pub max_skew_ms: i64,
     pub keys: Vec<SigningKey>,
     pub correlation: core::Config,
+    pub alertmanager: Mapping,
     pub playbooks_dir: PathBuf,
     pub playbooks: Vec<Playbook>,
     pub servicenow: Option<ServiceNowConfig>,
@@ -181,10 +240,8 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         }
     }
 
-    let c = &raw.correlation;
-    if c.window.0.is_zero() {
-        errors.push(doc.error("correlation.window", "window must be above 0"));
-    }
+    let correlation = correlation(doc, &base, &raw.correlation, &mut errors);
+    let alertmanager = alertmanager_mapping(doc, raw.alertmanager.as_ref(), &mut errors);
 
     let servicenow = raw.integrations.servicenow.as_ref().and_then(|sn| {
         let mut ok = true;
@@ -241,14 +298,213 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
             .unwrap_or_else(|| relative_to(&base, &raw.state_dir)),
         max_skew_ms: raw.agent_auth.max_skew.as_millis_i64(),
         keys,
-        correlation: core::Config {
-            window_ms: c.window.as_millis_i64(),
-            resolve_after_ms: c.resolve_after.as_millis_i64(),
-        },
+        correlation,
+        alertmanager,
         playbooks_dir,
         playbooks,
         servicenow,
     })
+}
+
+fn ms(d: Option<Duration>, default_ms: i64) -> i64 {
+    d.map(Duration::as_millis_i64).unwrap_or(default_ms)
+}
+
+/// The `correlation` section: timings, grouping rules and the topology file.
+fn correlation(
+    doc: &Document,
+    base: &Path,
+    raw: &RawCorrelation,
+    errors: &mut Vec<fincorp_api::yaml::Diagnostic>,
+) -> core::Config {
+    let d = core::Config::with_defaults();
+    let mut cfg = core::Config {
+        window_ms: ms(raw.window, d.window_ms),
+        max_window_ms: ms(raw.max_window, d.max_window_ms),
+        resolve_after_ms: ms(raw.resolve_after, d.resolve_after_ms),
+        reopen_window_ms: ms(raw.reopen_window, d.reopen_window_ms),
+        close_after_ms: ms(raw.close_after, d.close_after_ms),
+        flap_transitions: raw
+            .flapping
+            .as_ref()
+            .map(|f| f.changes)
+            .unwrap_or(d.flap_transitions),
+        flap_window_ms: raw
+            .flapping
+            .as_ref()
+            .map(|f| f.within.as_millis_i64())
+            .unwrap_or(d.flap_window_ms),
+        rules: d.rules,
+        topology: Topology::default(),
+    };
+    if cfg.window_ms <= 0 {
+        errors.push(doc.error("correlation.window", "window must be above 0"));
+    }
+    if cfg.max_window_ms < cfg.window_ms {
+        errors.push(doc.error(
+            "correlation.max_window",
+            "max_window must be at least window",
+        ));
+    }
+    if cfg.close_after_ms < cfg.reopen_window_ms {
+        errors.push(doc.error(
+            "correlation.close_after",
+            "close_after must be at least reopen_window",
+        ));
+    }
+    if raw.flapping.as_ref().is_some_and(|f| f.changes < 2) {
+        errors.push(doc.error("correlation.flapping.changes", "changes must be at least 2"));
+    }
+    if !raw.rules.is_empty() {
+        cfg.rules.clear();
+        for (i, r) in raw.rules.iter().enumerate() {
+            if r.name.trim().is_empty() {
+                errors.push(doc.error(
+                    &format!("correlation.rules[{i}].name"),
+                    "name must not be empty",
+                ));
+            } else if raw.rules[..i].iter().any(|x| x.name == r.name) {
+                errors.push(doc.error(
+                    &format!("correlation.rules[{i}].name"),
+                    format!("duplicate rule name {:?}", r.name),
+                ));
+            }
+            if r.group_by.is_empty() {
+                errors.push(doc.error(
+                    &format!("correlation.rules[{i}].group_by"),
+                    "group_by needs at least one key",
+                ));
+            }
+            let mut parts = Vec::new();
+            for (j, k) in r.group_by.iter().enumerate() {
+                match KeyPart::parse(k) {
+                    Ok(p) => parts.push(p),
+                    Err(e) => {
+                        errors.push(doc.error(&format!("correlation.rules[{i}].group_by[{j}]"), e))
+                    }
+                }
+            }
+            cfg.rules.push(GroupRule {
+                name: r.name.clone(),
+                filter: AlertFilter {
+                    sources: r.filter.sources.clone(),
+                    names: r.filter.alerts.clone(),
+                    apps: r.filter.apps.clone(),
+                    labels: r.filter.labels.clone(),
+                },
+                group_by: parts,
+            });
+        }
+    }
+    if let Some(file) = &raw.topology {
+        let path = relative_to(base, file);
+        match topology(&path) {
+            Ok(t) => cfg.topology = t,
+            Err(d) => errors.extend(d.0),
+        }
+    }
+    cfg
+}
+
+/// Reads and checks an inventory file.
+pub fn topology(path: &Path) -> Result<Topology, Diagnostics> {
+    let doc = Document::read(path)?;
+    let raw: RawTopology = doc.parse()?;
+    let mut errors = Vec::new();
+    if raw.version != 1 {
+        errors.push(doc.error(
+            "version",
+            format!(
+                "unsupported version {} (this build reads version 1)",
+                raw.version
+            ),
+        ));
+    }
+    for (app, info) in &raw.apps {
+        for (j, dep) in info.depends_on.iter().enumerate() {
+            if !raw.apps.contains_key(dep) {
+                errors.push(doc.error(
+                    &format!("apps.{app}.depends_on[{j}]"),
+                    format!("{dep:?} is not an app of this inventory (list it under apps, even with no hosts)"),
+                ));
+            } else if dep == app {
+                errors.push(doc.error(
+                    &format!("apps.{app}.depends_on[{j}]"),
+                    "an app cannot depend on itself",
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors));
+    }
+    Ok(Topology {
+        hosts: raw
+            .hosts
+            .into_iter()
+            .map(|(h, i)| {
+                (
+                    h,
+                    HostInfo {
+                        site: i.site,
+                        rack: i.rack,
+                    },
+                )
+            })
+            .collect(),
+        apps: raw
+            .apps
+            .into_iter()
+            .map(|(a, i)| {
+                (
+                    a,
+                    AppInfo {
+                        hosts: i.hosts,
+                        depends_on: i.depends_on,
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+fn alertmanager_mapping(
+    doc: &Document,
+    raw: Option<&RawAlertmanager>,
+    errors: &mut Vec<fincorp_api::yaml::Diagnostic>,
+) -> Mapping {
+    let mut m = Mapping::default();
+    let Some(raw) = raw else { return m };
+    for (field, value) in [
+        ("host_labels", &raw.host_labels),
+        ("app_labels", &raw.app_labels),
+    ] {
+        if value.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(doc.error(
+                &format!("alertmanager.{field}"),
+                "give at least one label name",
+            ));
+        }
+    }
+    if let Some(v) = &raw.host_labels {
+        m.host_labels = v.clone();
+    }
+    if let Some(v) = &raw.app_labels {
+        m.app_labels = v.clone();
+    }
+    if let Some(v) = &raw.severity_label {
+        m.severity_label = v.clone();
+    }
+    if let Some(v) = &raw.severity_map {
+        m.severity_map = v.clone();
+    }
+    if let Some(v) = raw.default_severity {
+        m.default_severity = v;
+    }
+    if let Some(v) = &raw.default_host {
+        m.default_host = v.clone();
+    }
+    m
 }
 
 #[cfg(test)]
@@ -265,8 +521,14 @@ mod tests {
     fn with_file_secrets(text: &str, dir: &Path) -> String {
         std::fs::write(dir.join("agent.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
         std::fs::write(dir.join("sn.pass"), "sim-password\n").unwrap();
+        let topology = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/etc/fincorp/topology.yaml");
         text.replace("{ env: FINCORP_AGENT_KEY }", "{ file: agent.key }")
             .replace("{ env: FINCORP_SERVICENOW_PASSWORD }", "{ file: sn.pass }")
+            .replace(
+                "topology: topology.yaml",
+                &format!("topology: {}", topology.display()),
+            )
     }
 
     #[test]
@@ -290,11 +552,15 @@ mod tests {
                 .any(|p| p.name == "hft-cpu-reallocation")
         );
         assert_eq!(
-            cfg.correlation,
-            core::Config {
-                window_ms: 300_000,
-                resolve_after_ms: 5_000
-            }
+            (cfg.correlation.window_ms, cfg.correlation.resolve_after_ms),
+            (300_000, 5_000)
+        );
+        assert_eq!(cfg.correlation.rules, vec![core::GroupRule::same_host()]);
+        assert!(
+            cfg.correlation
+                .topology
+                .dependencies("FINCORP-APP-TRANSPROC")
+                .contains(&"FINCORP-APP-CORE".to_string())
         );
         assert!(cfg.servicenow.is_some());
     }

@@ -1,14 +1,21 @@
 //! The engine: the correlation core plus the store, behind one writer lock.
 //!
-//! Each ingest request is one SQLite transaction: dedup by event id, run the
-//! core, write its effects, decide which playbooks to start, commit. Only then
-//! is the request acknowledged and are the runs handed to the runner, so a
-//! crash never loses an acknowledged event nor starts a run twice. All methods
-//! block; async callers use `spawn_blocking`.
+//! Ingest goes through a bounded queue to a dedicated writer thread that
+//! commits in groups: it takes every request waiting in the queue, runs them
+//! through dedup, the core and the playbook triggers in ONE transaction, and
+//! answers each request only after the commit. One fsync serves many
+//! requests, so durability does not cost throughput, and a crash never loses
+//! an acknowledged event nor starts a run twice. Operators' actions (ack,
+//! resolve, close, silences) take the same lock and write their audit entry in
+//! the same transaction. All methods except [`Engine::submit`] block; async
+//! callers use `spawn_blocking`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use fincorp_api::rest::{IncidentDetail, IncidentState, IncidentSummary, RunState};
+use fincorp_api::rest::{
+    AuditEntry, IncidentDetail, IncidentState, IncidentSummary, NewSilence, RunState, SilenceView,
+};
 use fincorp_api::wire::IngestAck;
 use fincorp_api::{UnixMs, format_ms};
 use fincorp_playbooks::Playbook;
@@ -17,21 +24,37 @@ use fincorp_playbooks::template::{AlertCtx, IncidentCtx};
 use fincorp_playbooks::trigger::AlertFacts;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{self, Effect};
-use crate::store::{self, IncidentFilter, RunStart, Store, StoreError};
+use crate::ingest::Parsed;
+use crate::metrics::Metrics;
+use crate::store::{self, IncidentFilter, RunStart, Store, StoreError, audit, silences};
+
+/// Requests waiting for the writer before new ones wait (backpressure).
+pub const QUEUE_CAPACITY: usize = 4_096;
+/// Most requests committed in one transaction.
+const MAX_GROUP: usize = 512;
 
 struct Writer {
     store: Store,
     core: core::State,
 }
 
+struct Job {
+    alerts: Vec<Parsed>,
+    now: UnixMs,
+    reply: oneshot::Sender<Result<Ingested, String>>,
+}
+
 /// Shared by the HTTP handlers, the ticker and the runner.
 pub struct Engine {
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
     reader: Mutex<Connection>,
     cfg: core::Config,
     playbooks: Arc<Vec<Playbook>>,
+    jobs: mpsc::Sender<Job>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The outcome of one ingest request.
@@ -42,24 +65,68 @@ pub struct Ingested {
     pub runs: Vec<RunStart>,
 }
 
+/// Why an ingest request was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue stayed full: the client should retry later (503).
+    #[error("the correlator is busy; retry later")]
+    Busy,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why an operator's action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("no incident {0:?}")]
+    NoIncident(String),
+    #[error("no silence {0:?}")]
+    NoSilence(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Engine {
+    /// Opens the database, rebuilds the core and starts the writer thread.
     pub fn open(
         path: &std::path::Path,
         cfg: core::Config,
         playbooks: Arc<Vec<Playbook>>,
     ) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
-        let core = store.load_core(cfg)?;
+        let core = store.load_core(cfg.clone())?;
         let reader = store::connect(path)?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_core_counts(core.open_incidents().count(), core.active_alerts());
+        let writer = Arc::new(Mutex::new(Writer { store, core }));
+        let (jobs, rx) = mpsc::channel(QUEUE_CAPACITY);
+        {
+            let (writer, playbooks, metrics, cfg) = (
+                writer.clone(),
+                playbooks.clone(),
+                metrics.clone(),
+                cfg.clone(),
+            );
+            std::thread::Builder::new()
+                .name("ingest-writer".into())
+                .spawn(move || write_loop(rx, &writer, &playbooks, &metrics, &cfg))
+                .expect("spawning the ingest writer thread");
+        }
         Ok(Self {
-            writer: Mutex::new(Writer { store, core }),
+            writer,
             reader: Mutex::new(reader),
             cfg,
             playbooks,
+            jobs,
+            metrics,
         })
     }
 
@@ -67,98 +134,62 @@ impl Engine {
         &self.playbooks
     }
 
-    /// Open incidents and firing alerts held in memory (for metrics and tests).
+    /// Open incidents and firing alerts held in memory.
     pub fn core_counts(&self) -> (usize, usize) {
         let w = lock(&self.writer);
         (w.core.open_incidents().count(), w.core.active_alerts())
     }
 
-    /// Stores and correlates alerts, each with its raw payload, at `now`.
-    pub fn ingest(
+    /// Requests waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Queues alerts for the writer and waits until they are committed.
+    /// Waits for room when the queue is full, up to `wait`.
+    pub async fn submit(
         &self,
-        alerts: Vec<(core::Alert, String)>,
+        alerts: Vec<Parsed>,
         now: UnixMs,
-    ) -> Result<Ingested, StoreError> {
-        let mut guard = lock(&self.writer);
-        let Writer { store, core } = &mut *guard;
-        let result = Self::ingest_tx(store, core, &self.playbooks, alerts, now);
-        if result.is_err() {
-            // The transaction rolled back; the core may have moved on. Rebuild it.
-            *core = store.load_core(self.cfg)?;
+        wait: std::time::Duration,
+    ) -> Result<Ingested, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job { alerts, now, reply };
+        match tokio::time::timeout(wait, self.jobs.send(job)).await {
+            Err(_) => return Err(SubmitError::Busy),
+            Ok(Err(_)) => return Err(SubmitError::Failed("the ingest writer has stopped".into())),
+            Ok(Ok(())) => {}
         }
-        result
+        match rx.await {
+            Ok(Ok(ingested)) => Ok(ingested),
+            Ok(Err(e)) => Err(SubmitError::Failed(e)),
+            Err(_) => Err(SubmitError::Failed(
+                "the ingest writer dropped the request".into(),
+            )),
+        }
     }
 
-    fn ingest_tx(
-        store: &mut Store,
-        core: &mut core::State,
-        playbooks: &[Playbook],
-        alerts: Vec<(core::Alert, String)>,
-        now: UnixMs,
-    ) -> Result<Ingested, StoreError> {
-        let tx = store.conn.transaction()?;
-        let (mut accepted, mut duplicates) = (0u32, 0u32);
-        let mut runs = Vec::new();
-        for (alert, payload) in alerts {
-            if !store::insert_event(&tx, &alert, &payload, now)? {
-                duplicates += 1;
-                continue;
-            }
-            accepted += 1;
-            for effect in core.ingest(alert, now) {
-                store::apply(&tx, &effect, now)?;
-                if let Effect::AlertAttached {
-                    incident_id, alert, ..
-                } = &effect
-                {
-                    let facts = AlertFacts {
-                        name: &alert.name,
-                        app: alert.app.as_deref(),
-                        severity: alert.severity,
-                    };
-                    for pb in playbooks.iter().filter(|pb| pb.trigger.matches(&facts)) {
-                        let run = RunStart {
-                            run_id: format!("run-{}", fincorp_api::signing::random_hex(6)),
-                            incident_id: incident_id.clone(),
-                            playbook: pb.name.clone(),
-                            alert: alert.clone(),
-                        };
-                        if store::insert_run(&tx, &run, now)? {
-                            runs.push(run);
-                        }
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(Ingested {
-            ack: IngestAck {
-                accepted,
-                duplicates,
-            },
-            runs,
-        })
-    }
-
-    /// Applies the passage of time (auto-resolution). Returns resolved ids.
+    /// Applies the passage of time (auto-resolution, flapping, closing).
+    /// Returns the incidents it resolved.
     pub fn tick(&self, now: UnixMs) -> Result<Vec<String>, StoreError> {
         let mut guard = lock(&self.writer);
         let Writer { store, core } = &mut *guard;
         let effects = core.tick(now);
-        if effects.is_empty() {
-            return Ok(vec![]);
-        }
-        let result = (|| -> Result<(), StoreError> {
-            let tx = store.conn.transaction()?;
-            for e in &effects {
-                store::apply(&tx, e, now)?;
+        if !effects.is_empty() {
+            let result = (|| -> Result<(), StoreError> {
+                let tx = store.conn.transaction()?;
+                for e in &effects {
+                    store::apply(&tx, e, now)?;
+                }
+                Ok(tx.commit()?)
+            })();
+            if let Err(e) = result {
+                *core = store.load_core(self.cfg.clone())?;
+                return Err(e);
             }
-            Ok(tx.commit()?)
-        })();
-        if let Err(e) = result {
-            *core = store.load_core(self.cfg)?;
-            return Err(e);
         }
+        self.metrics
+            .set_core_counts(core.open_incidents().count(), core.active_alerts());
         Ok(effects
             .into_iter()
             .filter_map(|e| match e {
@@ -166,6 +197,168 @@ impl Engine {
                 _ => None,
             })
             .collect())
+    }
+
+    fn incident_state_in(conn: &Connection, id: &str) -> Result<Option<IncidentState>, StoreError> {
+        let state: Option<String> = conn
+            .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        state
+            .map(|s| {
+                s.parse().map_err(|_| StoreError::Corrupt {
+                    table: "incidents",
+                    column: "state",
+                    value: s,
+                })
+            })
+            .transpose()
+    }
+
+    /// The current state of an incident, if it exists.
+    pub fn incident_state(&self, id: &str) -> Result<Option<IncidentState>, StoreError> {
+        Self::incident_state_in(&lock(&self.reader), id)
+    }
+
+    /// An operator acknowledges an open incident.
+    pub fn acknowledge(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: UnixMs,
+    ) -> Result<(), OpError> {
+        let mut guard = lock(&self.writer);
+        let tx = guard.store.conn.transaction().map_err(StoreError::from)?;
+        match Self::incident_state_in(&tx, id)? {
+            None => return Err(OpError::NoIncident(id.into())),
+            Some(s) if !s.is_active() => {
+                return Err(OpError::Conflict(format!(
+                    "incident {id} is {}, not open",
+                    s.as_str()
+                )));
+            }
+            Some(_) => {}
+        }
+        store::acknowledge(&tx, id, by, reason, now)?;
+        audit::append(&tx, by, "incident.ack", id, &json!({"reason": reason}), now)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// An operator resolves an open incident, or closes a resolved one.
+    pub fn resolve_or_close(
+        &self,
+        id: &str,
+        close: bool,
+        by: &str,
+        reason: &str,
+        now: UnixMs,
+    ) -> Result<(), OpError> {
+        let mut guard = lock(&self.writer);
+        let Writer { store, core } = &mut *guard;
+        let state = Self::incident_state_in(&store.conn, id)?
+            .ok_or_else(|| OpError::NoIncident(id.into()))?;
+        let effects = if close {
+            core.close(id, now)
+        } else {
+            core.resolve(id, now)
+        }
+        .map_err(|e| OpError::Conflict(format!("{e} (it is {})", state.as_str())))?;
+        let (action, kind) = if close {
+            ("incident.close", "closed")
+        } else {
+            ("incident.resolve", "resolved")
+        };
+        let result = (|| -> Result<(), StoreError> {
+            let tx = store.conn.transaction()?;
+            for e in &effects {
+                store::apply(&tx, e, now)?;
+            }
+            store::timeline(
+                &tx,
+                id,
+                now,
+                kind,
+                &format!("{kind} by {by}: {reason}"),
+                &json!({"by": by, "reason": reason}),
+            )?;
+            audit::append(&tx, by, action, id, &json!({"reason": reason}), now)?;
+            Ok(tx.commit()?)
+        })();
+        if let Err(e) = result {
+            *core = store.load_core(self.cfg.clone())?;
+            return Err(e.into());
+        }
+        self.metrics
+            .set_core_counts(core.open_incidents().count(), core.active_alerts());
+        Ok(())
+    }
+
+    /// Creates a silence.
+    pub fn add_silence(
+        &self,
+        new: &NewSilence,
+        by: &str,
+        now: UnixMs,
+    ) -> Result<SilenceView, OpError> {
+        let id = format!("sil-{}", fincorp_api::signing::random_hex(6));
+        let (row, silence) =
+            silences::build(new, id, by.to_owned(), now).map_err(OpError::Invalid)?;
+        let mut guard = lock(&self.writer);
+        let Writer { store, core } = &mut *guard;
+        let tx = store.conn.transaction().map_err(StoreError::from)?;
+        silences::insert(&tx, &row)?;
+        audit::append(
+            &tx,
+            by,
+            "silence.create",
+            &row.id,
+            &json!({"matchers": row.matchers, "comment": row.comment}),
+            now,
+        )?;
+        tx.commit().map_err(StoreError::from)?;
+        core.add_silence(silence);
+        Ok(row.view(now))
+    }
+
+    /// Expires a silence now.
+    pub fn expire_silence(&self, id: &str, by: &str, now: UnixMs) -> Result<SilenceView, OpError> {
+        let mut guard = lock(&self.writer);
+        let Writer { store, core } = &mut *guard;
+        if !silences::exists(&store.conn, id)? {
+            return Err(OpError::NoSilence(id.into()));
+        }
+        let tx = store.conn.transaction().map_err(StoreError::from)?;
+        if !silences::expire(&tx, id, now)? {
+            return Err(OpError::Conflict(format!(
+                "silence {id} has already expired"
+            )));
+        }
+        audit::append(&tx, by, "silence.expire", id, &json!({}), now)?;
+        tx.commit().map_err(StoreError::from)?;
+        core.expire_silence(id, now);
+        let row = silences::get(&store.conn, id)?.ok_or_else(|| OpError::NoSilence(id.into()))?;
+        Ok(row.view(now))
+    }
+
+    pub fn silences(&self, now: UnixMs) -> Result<Vec<SilenceView>, StoreError> {
+        store::list_silences(&lock(&self.reader), now)
+    }
+
+    pub fn silence(&self, id: &str, now: UnixMs) -> Result<Option<SilenceView>, StoreError> {
+        Ok(silences::get(&lock(&self.reader), id)?.map(|r| r.view(now)))
+    }
+
+    /// Audit entries after `after_seq` (oldest first), and the chain's head.
+    pub fn audit(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError> {
+        let conn = lock(&self.reader);
+        Ok((audit::list(&conn, after_seq, limit)?, audit::head(&conn)?))
     }
 
     pub fn list_incidents(
@@ -228,7 +421,8 @@ impl Engine {
             params![run.run_id, now],
         )?;
         tx.execute(
-            "UPDATE incidents SET state = 'remediating', updated_at_ms = ?2 WHERE id = ?1 AND state = 'open'",
+            "UPDATE incidents SET state = 'remediating', updated_at_ms = ?2
+             WHERE id = ?1 AND state IN ('open', 'acknowledged')",
             params![run.incident_id, now],
         )?;
         tx.commit()?;
@@ -270,6 +464,14 @@ impl Engine {
                 tx.execute(
                     "UPDATE run_steps SET state = 'succeeded', result = ?3, finished_at_ms = ?4 WHERE run_id = ?1 AND idx = ?2",
                     params![run.run_id, idx as i64, result.to_string(), now],
+                )?;
+                audit::append(
+                    &tx,
+                    &format!("playbook:{}", run.playbook),
+                    &format!("action.{action}"),
+                    &run.incident_id,
+                    &json!({"run_id": run.run_id, "step": step_id, "outcome": "succeeded", "result": result}),
+                    now,
                 )?;
                 let change = match (
                     result.get("before").and_then(Value::as_str),
@@ -314,6 +516,14 @@ impl Engine {
                     "UPDATE run_steps SET state = 'failed', error = ?3, finished_at_ms = ?4 WHERE run_id = ?1 AND idx = ?2",
                     params![run.run_id, idx as i64, error, now],
                 )?;
+                audit::append(
+                    &tx,
+                    &format!("playbook:{}", run.playbook),
+                    &format!("action.{action}"),
+                    &run.incident_id,
+                    &json!({"run_id": run.run_id, "step": step_id, "outcome": "failed", "error": error}),
+                    now,
+                )?;
                 store::timeline(
                     &tx,
                     &run.incident_id,
@@ -346,7 +556,7 @@ impl Engine {
             params![run.run_id, state.as_str(), now],
         )?;
         tx.execute(
-            "UPDATE incidents SET state = 'open', updated_at_ms = ?2
+            "UPDATE incidents SET state = CASE WHEN acknowledged_at_ms IS NULL THEN 'open' ELSE 'acknowledged' END, updated_at_ms = ?2
              WHERE id = ?1 AND state = 'remediating'
                AND NOT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('pending', 'running'))",
             params![run.incident_id, now],
@@ -388,7 +598,7 @@ impl Engine {
             )?;
             if let Some(incident_id) = incident_id {
                 tx.execute(
-                    "UPDATE incidents SET state = 'open', updated_at_ms = ?2 WHERE id = ?1 AND state = 'remediating'",
+                    "UPDATE incidents SET state = CASE WHEN acknowledged_at_ms IS NULL THEN 'open' ELSE 'acknowledged' END, updated_at_ms = ?2 WHERE id = ?1 AND state = 'remediating'",
                     params![incident_id, now],
                 )?;
                 store::timeline(
@@ -406,42 +616,201 @@ impl Engine {
         tx.commit()?;
         Ok(unfinished.len())
     }
+}
 
-    /// The current state of an incident, if it exists.
-    pub fn incident_state(&self, id: &str) -> Result<Option<IncidentState>, StoreError> {
-        let state: Option<String> = lock(&self.reader)
-            .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        state
-            .map(|s| {
-                s.parse().map_err(|_| StoreError::Corrupt {
-                    table: "incidents",
-                    column: "state",
-                    value: s,
-                })
-            })
-            .transpose()
+fn write_loop(
+    mut rx: mpsc::Receiver<Job>,
+    writer: &Mutex<Writer>,
+    playbooks: &[Playbook],
+    metrics: &Metrics,
+    cfg: &core::Config,
+) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut guard = lock(writer);
+        let Writer { store, core } = &mut *guard;
+        let result = (|| -> Result<Vec<Ingested>, StoreError> {
+            let tx = store.conn.transaction()?;
+            let mut out = Vec::with_capacity(group.len());
+            for job in group.iter_mut() {
+                out.push(ingest_job(
+                    &tx,
+                    core,
+                    playbooks,
+                    std::mem::take(&mut job.alerts),
+                    job.now,
+                    metrics,
+                )?);
+            }
+            tx.commit()?;
+            Ok(out)
+        })();
+        match result {
+            Ok(outs) => {
+                metrics.observe_commit(group.len(), started.elapsed());
+                metrics.set_core_counts(core.open_incidents().count(), core.active_alerts());
+                for (job, out) in group.drain(..).zip(outs) {
+                    let _ = job.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "ingest transaction failed; rebuilding state from the database");
+                match store.load_core(cfg.clone()) {
+                    Ok(fresh) => *core = fresh,
+                    Err(e2) => {
+                        tracing::error!(error = %e2, "rebuilding the correlation state failed")
+                    }
+                }
+                for job in group.drain(..) {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
     }
 }
 
-/// Turns an agent's alert event into the core's normalised alert.
-pub fn from_agent(e: &fincorp_api::wire::AlertEvent) -> core::Alert {
-    core::Alert {
-        event_id: e.id.clone(),
-        source: "agent".into(),
-        fingerprint: e.fingerprint.clone(),
-        status: e.status,
-        name: e.name.clone(),
-        host: e.host.clone(),
-        app: e.app.clone(),
-        severity: e.severity,
-        metric: e.metric.clone(),
-        value: e.value,
-        threshold: e.threshold,
-        summary: e.summary.clone(),
-        starts_at_ms: e.starts_at_ms,
-        at_ms: e.at_ms,
+fn ingest_job(
+    tx: &rusqlite::Transaction<'_>,
+    core: &mut core::State,
+    playbooks: &[Playbook],
+    alerts: Vec<Parsed>,
+    now: UnixMs,
+    metrics: &Metrics,
+) -> Result<Ingested, StoreError> {
+    let (mut accepted, mut duplicates) = (0u32, 0u32);
+    let mut runs = Vec::new();
+    for (alert, payload) in alerts {
+        if !store::insert_event(tx, &alert, &payload, now)? {
+            duplicates += 1;
+            metrics.duplicate(&alert.source);
+            continue;
+        }
+        accepted += 1;
+        metrics.accepted(&alert.source);
+        for effect in core.ingest(alert, now) {
+            store::apply(tx, &effect, now)?;
+            if let Effect::AlertAttached {
+                incident_id, alert, ..
+            } = &effect
+            {
+                let facts = AlertFacts {
+                    name: &alert.name,
+                    app: alert.app.as_deref(),
+                    severity: alert.severity,
+                };
+                for pb in playbooks.iter().filter(|pb| pb.trigger.matches(&facts)) {
+                    let run = RunStart {
+                        run_id: format!("run-{}", fincorp_api::signing::random_hex(6)),
+                        incident_id: incident_id.clone(),
+                        playbook: pb.name.clone(),
+                        alert: alert.clone(),
+                    };
+                    if store::insert_run(tx, &run, now)? {
+                        runs.push(run);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ingested {
+        ack: IngestAck {
+            accepted,
+            duplicates,
+        },
+        runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fincorp_api::wire::{AlertStatus, Severity};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::core::Alert;
+
+    fn alert(n: usize, host: u8, name: u8, firing: bool) -> Parsed {
+        let fp = format!("h{host}/r{name}");
+        let a = Alert {
+            event_id: format!("ev-{n}"),
+            source: "hardware".into(),
+            fingerprint: fp,
+            status: if firing {
+                AlertStatus::Firing
+            } else {
+                AlertStatus::Resolved
+            },
+            name: format!("r{name}"),
+            host: format!("h{host}"),
+            app: None,
+            severity: Severity::Warning,
+            metric: String::new(),
+            value: 0.0,
+            threshold: 0.0,
+            summary: String::new(),
+            labels: Default::default(),
+            starts_at_ms: 0,
+            at_ms: 0,
+        };
+        (a, "{}".into())
+    }
+
+    /// Everything the store holds about incidents, in a comparable form.
+    fn dump(engine: &Engine) -> Vec<String> {
+        let conn = lock(&engine.reader);
+        let mut out = Vec::new();
+        for (table, sql) in [
+            (
+                "incidents",
+                "SELECT id || state || severity || last_alert_at_ms FROM incidents ORDER BY id",
+            ),
+            (
+                "alerts",
+                "SELECT incident_id || fingerprint || starts_at_ms || status FROM alerts ORDER BY 1",
+            ),
+            (
+                "timeline",
+                "SELECT incident_id || kind || message FROM timeline ORDER BY id",
+            ),
+            ("events", "SELECT id FROM events ORDER BY id"),
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let rows: Vec<String> = stmt
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            out.push(format!("{table}: {rows:?}"));
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn replaying_a_stream_changes_nothing(stream in prop::collection::vec((0u8..3, 0u8..3, any::<bool>()), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Engine::open(&dir.path().join("c.db"), core::Config::with_defaults(), Arc::new(vec![])).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let alerts: Vec<Parsed> = stream.iter().enumerate().map(|(n, (h, r, f))| alert(n, *h, *r, *f)).collect();
+            let first = rt.block_on(engine.submit(alerts.clone(), 1_000, Duration::from_secs(5))).unwrap();
+            prop_assert_eq!(first.ack.accepted as usize, alerts.len());
+            let before = dump(&engine);
+            let again = rt.block_on(engine.submit(alerts.clone(), 2_000, Duration::from_secs(5))).unwrap();
+            prop_assert_eq!(again.ack.accepted, 0);
+            prop_assert_eq!(again.ack.duplicates as usize, alerts.len());
+            prop_assert_eq!(dump(&engine), before);
+        }
     }
 }

@@ -12,6 +12,8 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod ingest;
+pub mod metrics;
 pub mod runner;
 pub mod store;
 
@@ -73,6 +75,7 @@ pub async fn run(
         verifier: Arc::new(Verifier::new(cfg.keys, cfg.max_skew_ms)),
         bus,
         runner,
+        alertmanager: Arc::new(cfg.alertmanager),
         shutdown: stop_rx,
     };
 

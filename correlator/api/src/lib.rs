@@ -8,6 +8,7 @@
 //! stack.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod http;
 pub mod logging;

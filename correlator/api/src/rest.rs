@@ -56,6 +56,9 @@ impl std::str::FromStr for IncidentState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentSummary {
     pub id: String,
+    /// Increases with every new incident; the paging cursor.
+    #[serde(default)]
+    pub seq: u64,
     pub state: IncidentState,
     pub severity: Severity,
     pub host: String,
@@ -66,12 +69,109 @@ pub struct IncidentSummary {
     pub opened_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
     pub resolved_at_ms: Option<UnixMs>,
+    /// The group key the incident was opened under, e.g. `host=web01`.
+    #[serde(default)]
+    pub group_key: String,
+    /// The app found to be the root cause (topology), if any.
+    #[serde(default)]
+    pub root_app: Option<String>,
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    #[serde(default)]
+    pub closed_at_ms: Option<UnixMs>,
+    /// How many times it reopened.
+    #[serde(default)]
+    pub reopened: u32,
 }
 
 /// `GET /api/v1/incidents`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentList {
     pub incidents: Vec<IncidentSummary>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(default)]
+    pub next_before: Option<u64>,
+}
+
+/// The body of `POST /api/v1/incidents/{id}/ack|resolve|close`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentAction {
+    /// Who does it. With API tokens, the token's name is used instead.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Why, in words; recorded in the timeline and the audit log.
+    pub reason: String,
+}
+
+/// `POST /api/v1/silences`: one-off (`ends_at` or `duration`, from `starts_at`
+/// or now) or recurring (`schedule`, a cron expression with seconds, plus
+/// `duration`; optionally `until`). Times are RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// `name=value`, `name!=value`, `name=~regex`, `name!~regex`; all must hold.
+    pub matchers: Vec<String>,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    /// E.g. `2h`.
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub until: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    pub comment: String,
+}
+
+/// A silence as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilenceView {
+    pub id: String,
+    pub matchers: Vec<String>,
+    pub starts_at_ms: Option<UnixMs>,
+    pub ends_at_ms: Option<UnixMs>,
+    pub schedule: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub until_ms: Option<UnixMs>,
+    pub created_by: String,
+    pub comment: String,
+    pub created_at_ms: UnixMs,
+    pub expired_at_ms: Option<UnixMs>,
+    /// In force right now.
+    pub active: bool,
+}
+
+/// `GET /api/v1/silences`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilenceList {
+    pub silences: Vec<SilenceView>,
+}
+
+/// One entry of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at_ms: UnixMs,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// JSON text, hashed as is.
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// `GET /api/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    /// The hash of the newest entry, to anchor elsewhere.
+    pub head: Option<String>,
 }
 
 /// `GET /api/v1/incidents/{id}`: everything known about one incident.
@@ -104,6 +204,11 @@ pub struct IncidentAlert {
     pub ends_at_ms: Option<UnixMs>,
     /// When the correlator first stored this episode.
     pub received_at_ms: UnixMs,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Changing state too often: it holds its incident open until it settles.
+    #[serde(default)]
+    pub flapping: bool,
 }
 
 /// One line of an incident's history.

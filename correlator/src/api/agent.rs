@@ -8,20 +8,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use fincorp_api::now_ms;
 use fincorp_api::wire::{
-    AgentBatch, COMMAND_POLL_PATH, COMMAND_RESULT_PATH, CommandResult, INGEST_AGENT_PATH,
-    IngestAck, PollRequest, PollResponse,
+    COMMAND_POLL_PATH, COMMAND_RESULT_PATH, CommandResult, INGEST_AGENT_PATH, IngestAck,
+    PollRequest, PollResponse,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::engine::from_agent;
 
 /// Longest a poll is held open, whatever the agent asks for.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
-const MAX_ID_LEN: usize = 128;
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -34,52 +31,16 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestAck>, ApiError> {
-    let body = body?;
-    state.authenticate("POST", INGEST_AGENT_PATH, &headers, &body)?;
-    let batch: AgentBatch = parse(&body)?;
-    let host = batch.agent.host.as_str();
-    if host.is_empty() {
-        return Err(ApiError::BadRequest("agent.host must not be empty".into()));
-    }
-    let mut alerts = Vec::with_capacity(batch.events.len());
-    for (i, e) in batch.events.iter().enumerate() {
-        if e.host != host {
-            return Err(ApiError::BadRequest(format!(
-                "events[{i}].host is {:?} but the batch comes from {host:?}; an agent reports only its own host",
-                e.host
-            )));
-        }
-        if e.id.is_empty()
-            || e.id.len() > MAX_ID_LEN
-            || e.fingerprint.is_empty()
-            || e.fingerprint.len() > MAX_ID_LEN
-        {
-            return Err(ApiError::BadRequest(format!(
-                "events[{i}]: id and fingerprint must be 1..={MAX_ID_LEN} characters"
-            )));
-        }
-        if !e.value.is_finite() || !e.threshold.is_finite() {
-            return Err(ApiError::BadRequest(format!(
-                "events[{i}]: value and threshold must be finite numbers"
-            )));
-        }
-        let payload = serde_json::to_string(e).expect("events serialise");
-        alerts.push((from_agent(e), payload));
-    }
-    let engine = state.engine.clone();
-    let now = now_ms();
-    let ingested = tokio::task::spawn_blocking(move || engine.ingest(alerts, now)).await??;
-    tracing::debug!(
-        host,
-        seq = batch.seq,
-        accepted = ingested.ack.accepted,
-        duplicates = ingested.ack.duplicates,
-        "agent batch stored"
-    );
-    for run in ingested.runs {
-        state.runner.start(run);
-    }
-    Ok(Json(ingested.ack))
+    let parsed = match body {
+        Err(e) => Err(ApiError::from(e)),
+        Ok(body) => match state.authenticate("POST", INGEST_AGENT_PATH, &headers, &body) {
+            Err(e) => Err(e),
+            Ok(_) => crate::ingest::agent::parse(&body)
+                .map(|(_, alerts)| alerts)
+                .map_err(ApiError::from),
+        },
+    };
+    super::ingest::store(&state, "agent", parsed).await
 }
 
 /// `POST /api/v1/agent/commands/poll`

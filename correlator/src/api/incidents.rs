@@ -1,9 +1,12 @@
-//! Incident endpoints.
+//! Incident endpoints: list (filters, paging), show, and the operator's
+//! ack / resolve / close, each recorded in the timeline and the audit log.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use fincorp_api::rest::{IncidentDetail, IncidentList, IncidentState};
+use fincorp_api::now_ms;
+use fincorp_api::rest::{IncidentAction, IncidentDetail, IncidentList, IncidentState};
+use fincorp_api::wire::Severity;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
@@ -15,8 +18,14 @@ pub struct ListParams {
     state: Option<String>,
     app: Option<String>,
     host: Option<String>,
+    /// At least this severity.
+    severity: Option<String>,
     /// Only incidents updated at or after this time (Unix ms).
     since_ms: Option<i64>,
+    /// Only incidents opened before this time (Unix ms).
+    until_ms: Option<i64>,
+    /// The paging cursor: `next_before` of the previous page.
+    before: Option<u64>,
     /// At most this many, newest first (1..=1000, default 100).
     limit: Option<u32>,
 }
@@ -27,6 +36,7 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<IncidentList>, ApiError> {
     let Query(p) = params?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let filter = IncidentFilter {
         state: p
             .state
@@ -35,12 +45,25 @@ pub async fn list(
             .map_err(ApiError::BadRequest)?,
         app: p.app,
         host: p.host,
+        severity: p
+            .severity
+            .map(|s| s.parse::<Severity>())
+            .transpose()
+            .map_err(ApiError::BadRequest)?,
         since_ms: p.since_ms,
-        limit: p.limit.unwrap_or(100),
+        until_ms: p.until_ms,
+        before: p.before,
+        limit,
     };
     let engine = state.engine.clone();
     let incidents = tokio::task::spawn_blocking(move || engine.list_incidents(&filter)).await??;
-    Ok(Json(IncidentList { incidents }))
+    let next_before = (incidents.len() == limit as usize)
+        .then(|| incidents.last().map(|i| i.seq))
+        .flatten();
+    Ok(Json(IncidentList {
+        incidents,
+        next_before,
+    }))
 }
 
 /// `GET /api/v1/incidents/{id}`
@@ -54,4 +77,73 @@ pub async fn show(
         Some(detail) => Ok(Json(detail)),
         None => Err(ApiError::NotFound(format!("no incident {id:?}"))),
     }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Ack,
+    Resolve,
+    Close,
+}
+
+/// Who is acting: the body's `by` (API tokens will take precedence).
+fn actor(body: &IncidentAction) -> Result<String, ApiError> {
+    match body.by.as_deref().map(str::trim) {
+        Some(by) if !by.is_empty() && by.len() <= 128 => Ok(by.to_owned()),
+        _ => Err(ApiError::BadRequest(
+            "by: say who you are (1 to 128 characters)".into(),
+        )),
+    }
+}
+
+async fn act(
+    state: AppState,
+    id: String,
+    body: Result<Json<IncidentAction>, JsonRejection>,
+    op: Op,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    let Json(body) = body?;
+    let by = actor(&body)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason: say why".into()));
+    }
+    let engine = state.engine.clone();
+    let target = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let now = now_ms();
+        match op {
+            Op::Ack => engine.acknowledge(&target, &by, &body.reason, now),
+            Op::Resolve => engine.resolve_or_close(&target, false, &by, &body.reason, now),
+            Op::Close => engine.resolve_or_close(&target, true, &by, &body.reason, now),
+        }
+    })
+    .await??;
+    show(State(state), Path(id)).await
+}
+
+/// `POST /api/v1/incidents/{id}/ack`
+pub async fn ack(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<IncidentAction>, JsonRejection>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    act(state, id, body, Op::Ack).await
+}
+
+/// `POST /api/v1/incidents/{id}/resolve`
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<IncidentAction>, JsonRejection>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    act(state, id, body, Op::Resolve).await
+}
+
+/// `POST /api/v1/incidents/{id}/close`
+pub async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<IncidentAction>, JsonRejection>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    act(state, id, body, Op::Close).await
 }

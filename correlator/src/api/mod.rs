@@ -1,4 +1,4 @@
-//! The REST API under `/api/v1`, plus `/healthz`.
+//! The REST API under `/api/v1`, plus `/healthz` and `/metrics`.
 //!
 //! [`router`] builds the whole app from an [`AppState`], so tests drive it with
 //! `tower::ServiceExt::oneshot` and no socket. Agent endpoints verify the
@@ -8,18 +8,23 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderMap;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use fincorp_api::signing::{RequestSignature, Verifier};
 
 use crate::commands::CommandBus;
 use crate::engine::Engine;
+use crate::ingest::alertmanager::Mapping;
 use crate::runner::Runner;
 
 mod agent;
+mod audit;
 mod error;
 mod incidents;
+mod ingest;
+mod silences;
 
 pub use error::ApiError;
 
@@ -33,6 +38,7 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub bus: Arc<CommandBus>,
     pub runner: Runner,
+    pub alertmanager: Arc<Mapping>,
     /// Flips to true at shutdown so long polls return early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -58,14 +64,43 @@ impl AppState {
     }
 }
 
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state
+        .engine
+        .metrics
+        .render(state.engine.queue_depth(), state.bus.waiting());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
 /// The whole HTTP app.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(fincorp_api::wire::INGEST_AGENT_PATH, post(agent::ingest))
         .route(fincorp_api::wire::COMMAND_POLL_PATH, post(agent::poll))
         .route(fincorp_api::wire::COMMAND_RESULT_PATH, post(agent::result))
+        .route("/api/v1/ingest/events", post(ingest::events))
+        .route("/api/v1/ingest/alertmanager", post(ingest::alertmanager))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/api/v1/incidents/{id}/close", post(incidents::close))
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            get(silences::show).delete(silences::expire),
+        )
+        .route("/api/v1/audit", get(audit::list))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

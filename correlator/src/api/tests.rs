@@ -31,8 +31,8 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cfg = core::Config {
-        window_ms: 300_000,
         resolve_after_ms: 1_000,
+        ..core::Config::with_defaults()
     };
     let engine = Arc::new(Engine::open(&dir.path().join("c.db"), cfg, Arc::new(vec![])).unwrap());
     let bus = Arc::new(CommandBus::new([key()]));
@@ -49,6 +49,7 @@ fn fixture() -> Fixture {
         verifier: Arc::new(Verifier::new([key()], 30_000)),
         bus,
         runner,
+        alertmanager: Arc::new(crate::ingest::alertmanager::Mapping::default()),
         shutdown: rx,
     };
     Fixture { _dir: dir, state }
@@ -334,4 +335,427 @@ async fn a_resolved_alert_resolves_the_incident_after_the_quiet_period() {
         fincorp_api::rest::IncidentState::Resolved
     );
     assert_eq!(detail.timeline.last().unwrap().kind, "resolved");
+}
+
+fn json_req(method: &str, path: &str, body: serde_json::Value) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn hardware(id: &str, status: &str) -> serde_json::Value {
+    serde_json::json!({"events": [{"id": id, "source": "hardware", "name": "dimm_ecc_error", "host": "web01",
+        "severity": "critical", "status": status, "labels": {"slot": "A3"}, "starts_at": "2026-11-22T10:00:00Z"}]})
+}
+
+#[tokio::test]
+async fn s2_an_agent_alert_and_a_hardware_event_on_one_host_make_one_incident() {
+    let f = fixture();
+    let body = batch(vec![event("e1", AlertStatus::Firing)]);
+    let sig = sign_request(&key(), "POST", INGEST_AGENT_PATH, &body, now_ms());
+    assert_eq!(
+        send(&f.state, signed(INGEST_AGENT_PATH, body, &sig))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, ack) = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/events", hardware("hw-1", "firing")),
+    )
+    .await;
+    assert_eq!(
+        (status, ack.clone()),
+        (
+            StatusCode::OK,
+            serde_json::json!({"accepted": 1, "duplicates": 0})
+        ),
+        "{ack}"
+    );
+    let (_, list) = send(
+        &f.state,
+        Request::get("/api/v1/incidents")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let list: IncidentList = serde_json::from_value(list).unwrap();
+    assert_eq!(list.incidents.len(), 1);
+    let d = f
+        .state
+        .engine
+        .incident(&list.incidents[0].id)
+        .unwrap()
+        .unwrap();
+    let sources: Vec<&str> = d.alerts.iter().map(|a| a.source.as_str()).collect();
+    assert_eq!(sources, ["agent", "hardware"]);
+    let joined = d
+        .timeline
+        .iter()
+        .find(|t| t.kind == "alert_joined" && t.data["source"] == "hardware")
+        .unwrap();
+    assert_eq!(joined.data["reason"]["rule"], "same-host");
+    assert_eq!(joined.data["reason"]["key"], "host=web01");
+}
+
+#[tokio::test]
+async fn alertmanager_webhooks_are_ingested_and_repeats_are_duplicates() {
+    let f = fixture();
+    let hook = serde_json::json!({"version": "4", "receiver": "fincorp", "status": "firing", "alerts": [{
+        "status": "firing", "labels": {"alertname": "HighLatency", "instance": "core-db01:9100", "app": "FINCORP-APP-CORE"},
+        "annotations": {"summary": "slow"}, "startsAt": "2026-11-22T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "abc123"}]});
+    let (status, ack) = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/alertmanager", hook.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, ack),
+        (
+            StatusCode::OK,
+            serde_json::json!({"accepted": 1, "duplicates": 0})
+        )
+    );
+    let (_, ack) = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/alertmanager", hook),
+    )
+    .await;
+    assert_eq!(ack, serde_json::json!({"accepted": 0, "duplicates": 1}));
+    let (_, list) = send(
+        &f.state,
+        Request::get("/api/v1/incidents?host=core-db01")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_value::<IncidentList>(list)
+            .unwrap()
+            .incidents
+            .len(),
+        1
+    );
+    let (status, err) = send(
+        &f.state,
+        json_req(
+            "POST",
+            "/api/v1/ingest/alertmanager",
+            serde_json::json!({"version": "3", "alerts": []}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("version:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_events_are_clear_4xx() {
+    let f = fixture();
+    let (status, err) = send(
+        &f.state,
+        json_req(
+            "POST",
+            "/api/v1/ingest/events",
+            serde_json::json!({"events": [{"source": "x"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field"),
+        "{err}"
+    );
+    let big = Request::post("/api/v1/ingest/events")
+        .body(Body::from(vec![b'x'; MAX_BODY_BYTES + 1]))
+        .unwrap();
+    assert_eq!(send(&f.state, big).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(incident_count(&f.state).await, 0);
+}
+
+async fn open_one(f: &Fixture) -> String {
+    let (status, _) = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/events", hardware("hw-1", "firing")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = send(
+        &f.state,
+        Request::get("/api/v1/incidents")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    serde_json::from_value::<IncidentList>(list)
+        .unwrap()
+        .incidents[0]
+        .id
+        .clone()
+}
+
+#[tokio::test]
+async fn ack_resolve_and_close_follow_the_lifecycle_and_are_audited() {
+    let f = fixture();
+    let id = open_one(&f).await;
+    let act = |op: &str| {
+        json_req(
+            "POST",
+            &format!("/api/v1/incidents/{id}/{op}"),
+            serde_json::json!({"by": "alice", "reason": "on it"}),
+        )
+    };
+    let (status, err) = send(&f.state, act("close")).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "only a resolved incident closes: {err}"
+    );
+    let (status, d) = send(&f.state, act("ack")).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(
+        (d["state"].as_str(), d["acknowledged_by"].as_str()),
+        (Some("acknowledged"), Some("alice"))
+    );
+    let (status, d) = send(&f.state, act("resolve")).await;
+    assert_eq!(
+        (status, d["state"].as_str()),
+        (StatusCode::OK, Some("resolved"))
+    );
+    let (status, _) = send(&f.state, act("resolve")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, d) = send(&f.state, act("close")).await;
+    assert_eq!(
+        (status, d["state"].as_str()),
+        (StatusCode::OK, Some("closed"))
+    );
+    let kinds: Vec<&str> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.ends_with(&["acknowledged", "resolved", "closed"]),
+        "{kinds:?}"
+    );
+
+    let (status, audit) = send(
+        &f.state,
+        Request::get("/api/v1/audit").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let audit: fincorp_api::rest::AuditList = serde_json::from_value(audit).unwrap();
+    let actions: Vec<&str> = audit.entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["incident.ack", "incident.resolve", "incident.close"]
+    );
+    assert_eq!(fincorp_api::audit::verify(&audit.entries), Ok(3));
+    assert_eq!(audit.head.as_deref(), Some(audit.entries[2].hash.as_str()));
+
+    let (status, err) = send(
+        &f.state,
+        json_req(
+            "POST",
+            "/api/v1/incidents/nope/ack",
+            serde_json::json!({"by": "a", "reason": "r"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, err) = send(
+        &f.state,
+        json_req(
+            "POST",
+            &format!("/api/v1/incidents/{id}/ack"),
+            serde_json::json!({"reason": "r"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+}
+
+#[tokio::test]
+async fn a_silenced_alert_is_recorded_but_opens_no_incident_until_the_silence_expires() {
+    let f = fixture();
+    let (status, s) = send(
+        &f.state,
+        json_req(
+            "POST",
+            "/api/v1/silences",
+            serde_json::json!({"matchers": ["host=web01"], "duration": "1h",
+            "created_by": "bob", "comment": "DIMM replacement"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    assert_eq!(s["active"], true);
+    let sid = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(open_count_after(&f, "hw-1").await, 0);
+    let (status, s) = send(
+        &f.state,
+        Request::delete(format!("/api/v1/silences/{sid}?by=bob"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, s["active"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+    // The silenced episode resolves; the next episode, after the silence, opens an incident.
+    let (_, _) = send(
+        &f.state,
+        json_req(
+            "POST",
+            "/api/v1/ingest/events",
+            hardware("hw-1-resolved", "resolved"),
+        ),
+    )
+    .await;
+    let mut fresh = hardware("hw-2", "firing");
+    fresh["events"][0]["starts_at"] = serde_json::json!("2026-11-22T11:00:00Z");
+    let (status, _) = send(&f.state, json_req("POST", "/api/v1/ingest/events", fresh)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(incident_count(&f.state).await, 1);
+    let (_, list) = send(
+        &f.state,
+        Request::get("/api/v1/silences")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["silences"].as_array().unwrap().len(), 1);
+    let (status, err) = send(&f.state, json_req("POST", "/api/v1/silences", serde_json::json!({"matchers": [], "comment": "x", "created_by": "b", "duration": "1h"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, _) = send(
+        &f.state,
+        Request::delete("/api/v1/silences/sil-nope?by=bob")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn open_count_after(f: &Fixture, id: &str) -> usize {
+    let (status, _) = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/events", hardware(id, "firing")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    incident_count(&f.state).await
+}
+
+#[tokio::test]
+async fn listing_pages_through_incidents_newest_first() {
+    let f = fixture();
+    for host in 0..5 {
+        let body = serde_json::json!({"events": [{"source": "hardware", "name": "fan", "host": format!("h{host}"), "severity": "warning"}]});
+        assert_eq!(
+            send(&f.state, json_req("POST", "/api/v1/ingest/events", body))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    let (_, page1) = send(
+        &f.state,
+        Request::get("/api/v1/incidents?limit=2")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let page1: IncidentList = serde_json::from_value(page1).unwrap();
+    assert_eq!(
+        page1
+            .incidents
+            .iter()
+            .map(|i| i.host.as_str())
+            .collect::<Vec<_>>(),
+        ["h4", "h3"]
+    );
+    let next = page1.next_before.unwrap();
+    let (_, page2) = send(
+        &f.state,
+        Request::get(format!("/api/v1/incidents?limit=2&before={next}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let page2: IncidentList = serde_json::from_value(page2).unwrap();
+    assert_eq!(
+        page2
+            .incidents
+            .iter()
+            .map(|i| i.host.as_str())
+            .collect::<Vec<_>>(),
+        ["h2", "h1"]
+    );
+    let (_, crit) = send(
+        &f.state,
+        Request::get("/api/v1/incidents?severity=critical")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_value::<IncidentList>(crit)
+            .unwrap()
+            .incidents
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_ingest_and_incident_counts() {
+    let f = fixture();
+    open_one(&f).await;
+    let _ = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/events", hardware("hw-1", "firing")),
+    )
+    .await;
+    let resp = router(f.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        "fincorp_correlator_ingest_events_total{source=\"hardware\"} 1",
+        "fincorp_correlator_ingest_duplicates_total{source=\"hardware\"} 1",
+        "fincorp_correlator_open_incidents 1",
+        "fincorp_correlator_active_alerts 1",
+        "fincorp_correlator_ingest_queue_depth 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
 }

@@ -3,10 +3,9 @@
 
 use super::*;
 
-const CFG: Config = Config {
-    window_ms: 300_000,
-    resolve_after_ms: 5_000,
-};
+fn cfg() -> Config {
+    Config::with_defaults()
+}
 
 fn alert(fp: &str, host: &str, status: AlertStatus, severity: Severity, at_ms: UnixMs) -> Alert {
     Alert {
@@ -22,6 +21,7 @@ fn alert(fp: &str, host: &str, status: AlertStatus, severity: Severity, at_ms: U
         value: 90.0,
         threshold: 80.0,
         summary: "s".into(),
+        labels: Default::default(),
         starts_at_ms: at_ms,
         at_ms,
     }
@@ -58,7 +58,7 @@ fn attached_to(effects: &[Effect]) -> Option<(String, Reason)> {
 
 #[test]
 fn alerts_of_one_host_within_the_window_make_one_incident() {
-    let mut s = State::new(CFG, "fc-test", 1);
+    let mut s = State::new(cfg(), "fc-test", 1);
     let e1 = s.ingest(fire("a", "h1", 1_000), 1_000);
     assert_eq!(opened(&e1), vec!["fc-test-1"]);
     let (id, reason) = attached_to(&e1).unwrap();
@@ -67,6 +67,7 @@ fn alerts_of_one_host_within_the_window_make_one_incident() {
         ("fc-test-1", "same-host", "host=h1")
     );
     assert!(reason.detail.starts_with("opened:"), "{}", reason.detail);
+    assert!(matches!(&e1[0], Effect::IncidentOpened { key, .. } if key == "host=h1"));
 
     let e2 = s.ingest(fire("b", "h1", 61_000), 61_000);
     assert!(opened(&e2).is_empty());
@@ -81,7 +82,7 @@ fn alerts_of_one_host_within_the_window_make_one_incident() {
 
 #[test]
 fn other_hosts_get_their_own_incident() {
-    let mut s = State::new(CFG, "fc", 1);
+    let mut s = State::new(cfg(), "fc", 1);
     s.ingest(fire("a", "h1", 0), 0);
     let e = s.ingest(fire("b", "h2", 10), 10);
     assert_eq!(opened(&e), vec!["fc-2"]);
@@ -89,7 +90,7 @@ fn other_hosts_get_their_own_incident() {
 
 #[test]
 fn a_quiet_incident_takes_alerts_within_the_window_only() {
-    let mut s = State::new(CFG, "fc", 1);
+    let mut s = State::new(cfg(), "fc", 1);
     s.ingest(fire("a", "h1", 0), 0);
     s.ingest(resolve("a", "h1", 1_000), 1_000);
     // Quiet but not yet resolved (resolve_after 5 s) and within the window.
@@ -105,7 +106,7 @@ fn a_quiet_incident_takes_alerts_within_the_window_only() {
 
 #[test]
 fn an_incident_resolves_after_its_alerts_stay_quiet() {
-    let mut s = State::new(CFG, "fc", 1);
+    let mut s = State::new(cfg(), "fc", 1);
     s.ingest(fire("a", "h1", 0), 0);
     s.ingest(fire("b", "h1", 100), 100);
     assert!(matches!(
@@ -121,20 +122,21 @@ fn an_incident_resolves_after_its_alerts_stay_quiet() {
         vec![Effect::IncidentResolved {
             incident_id: "fc-1".into(),
             at_ms: 5_300,
-            quiet_ms: 5_000
+            quiet_ms: Some(5_000)
         }]
     );
     assert_eq!(s.open_incidents().count(), 0);
-    // The next alert on the host opens a new incident.
+    // The host fires again after the reopen window: a new incident.
+    let later = 5_300 + cfg().reopen_window_ms + 1;
     assert_eq!(
-        opened(&s.ingest(fire("a", "h1", 6_000), 6_000)),
+        opened(&s.ingest(fire("a", "h1", later), later)),
         vec!["fc-2"]
     );
 }
 
 #[test]
 fn a_repeat_of_a_firing_alert_only_refreshes_it() {
-    let mut s = State::new(CFG, "fc", 1);
+    let mut s = State::new(cfg(), "fc", 1);
     s.ingest(fire("a", "h1", 0), 0);
     let e = s.ingest(fire("a", "h1", 500), 500);
     assert!(matches!(e[..], [Effect::AlertRefreshed { .. }]), "{e:?}");
@@ -142,7 +144,7 @@ fn a_repeat_of_a_firing_alert_only_refreshes_it() {
 
 #[test]
 fn severity_is_the_max_of_the_alerts() {
-    let mut s = State::new(CFG, "fc", 1);
+    let mut s = State::new(cfg(), "fc", 1);
     s.ingest(fire("a", "h1", 0), 0);
     let e = s.ingest(
         alert("b", "h1", AlertStatus::Firing, Severity::Critical, 10),
@@ -162,7 +164,7 @@ fn severity_is_the_max_of_the_alerts() {
 
 #[test]
 fn a_resolve_for_an_unknown_alert_is_ignored() {
-    let mut s = State::new(CFG, "fc", 1);
+    let mut s = State::new(cfg(), "fc", 1);
     assert!(matches!(
         s.ingest(resolve("zz", "h1", 0), 0)[..],
         [Effect::Ignored { .. }]
@@ -171,17 +173,58 @@ fn a_resolve_for_an_unknown_alert_is_ignored() {
 
 #[test]
 fn restored_state_continues_where_it_left_off() {
-    let mut live = State::new(CFG, "fc", 1);
+    let mut live = State::new(cfg(), "fc", 1);
     live.ingest(fire("a", "h1", 0), 0);
     let inc = live.open_incidents().next().unwrap().clone();
 
-    let mut restored = State::new(CFG, "fc", 2);
+    let mut restored = State::new(cfg(), "fc", 2);
     restored.restore(inc, &[("a".into(), 0)]);
     let e = restored.ingest(resolve("a", "h1", 50), 50);
     assert!(
-        matches!(&e[..], [Effect::AlertResolved { incident_id, starts_at_ms: 0, .. }] if incident_id == "fc-1")
+        matches!(&e[0], Effect::AlertResolved { incident_id: Some(id), starts_at_ms: 0, .. } if id == "fc-1")
     );
     assert_eq!(restored.tick(5_050).len(), 1);
+}
+
+#[test]
+fn an_operator_resolve_lets_the_alerts_go_and_a_return_reopens() {
+    let mut s = State::new(cfg(), "fc", 1);
+    s.ingest(fire("a", "h1", 0), 0);
+    assert_eq!(
+        s.resolve("fc-1", 100).unwrap(),
+        vec![Effect::IncidentResolved {
+            incident_id: "fc-1".into(),
+            at_ms: 100,
+            quiet_ms: None
+        }]
+    );
+    assert_eq!(
+        s.resolve("fc-1", 100),
+        Err(CoreError::NotOpen("fc-1".into()))
+    );
+    assert!(s.active("a").is_none());
+    let e = s.ingest(fire("a", "h1", 200), 200);
+    assert!(
+        matches!(&e[0], Effect::IncidentReopened { incident_id, .. } if incident_id == "fc-1"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn closing_needs_a_resolved_incident_and_ends_reopening() {
+    let mut s = State::new(cfg(), "fc", 1);
+    s.ingest(fire("a", "h1", 0), 0);
+    assert_eq!(
+        s.close("fc-1", 10),
+        Err(CoreError::NotResolved("fc-1".into()))
+    );
+    s.resolve("fc-1", 20).unwrap();
+    assert_eq!(s.close("fc-1", 30).unwrap().len(), 1);
+    assert_eq!(
+        opened(&s.ingest(fire("a", "h1", 40), 40)),
+        vec!["fc-2"],
+        "a closed incident never reopens"
+    );
 }
 
 #[test]
@@ -193,7 +236,7 @@ fn replaying_the_same_stream_gives_the_same_effects() {
         resolve("a", "h1", 20),
     ];
     let run = || {
-        let mut s = State::new(CFG, "fc", 1);
+        let mut s = State::new(cfg(), "fc", 1);
         let mut all: Vec<Effect> = stream
             .iter()
             .flat_map(|a| s.ingest(a.clone(), a.at_ms))

@@ -1,26 +1,30 @@
 //! SQLite storage (WAL): events, incidents, alert episodes, timelines,
-//! playbook runs and tickets.
+//! silences, the audit log, playbook runs and tickets.
 //!
 //! Every accepted event and every effect of the correlation core is written
-//! inside one transaction per request, committed before the request is
-//! acknowledged, so a 2xx means durable. The core's in-memory state is rebuilt
-//! from these tables at start ([`Store::load_core`]).
+//! inside the transaction of its request (or of the group of requests
+//! committed together), committed before the request is acknowledged, so a
+//! 2xx means durable. The core's in-memory state is rebuilt from these tables
+//! at start ([`Store::load_core`]).
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use fincorp_api::UnixMs;
 use fincorp_api::rest::{
-    IncidentAlert, IncidentDetail, IncidentState, IncidentSummary, RunState, RunView, StepView,
-    TicketView, TimelineEntry,
+    IncidentAlert, IncidentDetail, IncidentState, IncidentSummary, RunState, RunView, SilenceView,
+    StepView, TicketView, TimelineEntry,
 };
 use fincorp_api::wire::{AlertStatus, Severity};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::core::{self, Effect, OpenIncident};
+use crate::core::{self, Effect, Incident, Status};
 
+pub mod audit;
 mod schema;
+pub mod silences;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -47,7 +51,14 @@ pub struct IncidentFilter {
     pub state: Option<IncidentState>,
     pub app: Option<String>,
     pub host: Option<String>,
+    /// At least this severity.
+    pub severity: Option<Severity>,
+    /// Updated at or after.
     pub since_ms: Option<UnixMs>,
+    /// Opened before.
+    pub until_ms: Option<UnixMs>,
+    /// Only incidents with a smaller `seq` (the paging cursor).
+    pub before: Option<u64>,
     pub limit: u32,
 }
 
@@ -80,6 +91,22 @@ pub struct Store {
     pub(crate) conn: Connection,
 }
 
+fn parse_col<T: std::str::FromStr>(
+    value: &str,
+    table: &'static str,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    value.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        column,
+        value: value.to_owned(),
+    })
+}
+
+fn labels_json(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).expect("labels serialise")
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = connect(path)?;
@@ -106,7 +133,8 @@ impl Store {
         Ok(prefix)
     }
 
-    /// Rebuilds the correlation core from the open incidents and their firing alerts.
+    /// Rebuilds the correlation core: open and reopenable incidents with their
+    /// firing alerts, silenced firing alerts, and silences.
     pub fn load_core(&self, cfg: core::Config) -> Result<core::State, StoreError> {
         let prefix = self.id_prefix()?;
         let next_seq: i64 =
@@ -116,46 +144,91 @@ impl Store {
                 })?;
         let next_seq = u64::try_from(next_seq).unwrap_or(1);
         let mut state = core::State::new(cfg, prefix, next_seq);
+        type IncidentRow = (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        );
         let mut stmt = self.conn.prepare(
-            "SELECT id, host, severity, last_alert_at_ms, quiet_since_ms FROM incidents
-             WHERE state IN ('open', 'acknowledged', 'remediating')",
+            "SELECT id, group_key, state, severity, window_start_ms, last_alert_at_ms, quiet_since_ms, resolved_at_ms
+             FROM incidents WHERE state IN ('open', 'acknowledged', 'remediating')
+                OR (state = 'resolved' AND closed_at_ms IS NULL)",
         )?;
-        let open: Vec<(String, String, String, i64, Option<i64>)> = stmt
+        let rows: Vec<IncidentRow> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         let mut firing_stmt = self
             .conn
             .prepare("SELECT fingerprint, starts_at_ms FROM alerts WHERE incident_id = ?1 AND status = 'firing'")?;
-        for (id, host, severity, last_alert_at_ms, quiet_since_ms) in open {
+        let mut apps_stmt = self.conn.prepare(
+            "SELECT DISTINCT app FROM alerts WHERE incident_id = ?1 AND app IS NOT NULL",
+        )?;
+        for (
+            id,
+            key,
+            st,
+            severity,
+            window_start_ms,
+            last_alert_at_ms,
+            quiet_since_ms,
+            resolved_at_ms,
+        ) in rows
+        {
             let firing: Vec<(String, i64)> = firing_stmt
                 .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            let incident = OpenIncident {
+            let apps: HashSet<String> = apps_stmt
+                .query_map([&id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let status = if st == "resolved" {
+                Status::Resolved {
+                    at_ms: resolved_at_ms.unwrap_or(last_alert_at_ms),
+                }
+            } else {
+                Status::Open
+            };
+            let incident = Incident {
                 id,
-                host,
+                key,
+                status,
                 severity: parse_col(&severity, "incidents", "severity")?,
+                window_start_ms,
                 last_alert_at_ms,
-                firing: Default::default(),
+                firing: HashSet::new(),
+                held: HashSet::new(),
                 quiet_since_ms,
+                apps,
             };
             state.restore(incident, &firing);
         }
+        let mut stmt = self.conn.prepare(
+            "SELECT fingerprint, starts_at_ms FROM silenced_alerts WHERE status = 'firing'",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (fp, starts) = row?;
+            state.restore_silenced(fp, starts);
+        }
+        for s in silences::load_all(&self.conn)? {
+            state.add_silence(s);
+        }
         Ok(state)
     }
-}
-
-fn parse_col<T: std::str::FromStr>(
-    value: &str,
-    table: &'static str,
-    column: &'static str,
-) -> Result<T, StoreError> {
-    value.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        column,
-        value: value.to_owned(),
-    })
 }
 
 /// Stores an event id; false when it was already stored (a resend).
@@ -165,11 +238,19 @@ pub fn insert_event(
     payload: &str,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
-    let n = tx.execute(
+    let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO events(id, received_at_ms, source, host, fingerprint, status, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![alert.event_id, now, alert.source, alert.host, alert.fingerprint, alert.status.as_str(), payload],
     )?;
+    let n = stmt.execute(params![
+        alert.event_id,
+        now,
+        alert.source,
+        alert.host,
+        alert.fingerprint,
+        alert.status.as_str(),
+        payload
+    ])?;
     Ok(n == 1)
 }
 
@@ -182,11 +263,22 @@ pub fn timeline(
     message: &str,
     data: &Value,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO timeline(incident_id, at_ms, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![incident_id, at_ms, kind, message, data.to_string()],
-    )?;
+    )?
+    .execute(params![incident_id, at_ms, kind, message, data.to_string()])?;
     Ok(())
+}
+
+fn alert_name(
+    tx: &Connection,
+    fingerprint: &str,
+    starts_at_ms: UnixMs,
+) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT name FROM alerts WHERE fingerprint = ?1 AND starts_at_ms = ?2")?
+        .query_row(params![fingerprint, starts_at_ms], |r| r.get(0))
+        .optional()?)
 }
 
 /// Writes one effect of the correlation core.
@@ -195,6 +287,7 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
         Effect::IncidentOpened {
             incident_id,
             seq,
+            key,
             host,
             app,
             severity,
@@ -202,11 +295,12 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
             at_ms,
             reason,
         } => {
-            tx.execute(
-                "INSERT INTO incidents(id, seq, state, severity, host, app, title, opened_at_ms, updated_at_ms, last_alert_at_ms)
-                 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
-                params![incident_id, *seq as i64, severity.as_str(), host, app, title, at_ms],
-            )?;
+            tx.prepare_cached(
+                "INSERT INTO incidents(id, seq, state, severity, host, app, title, opened_at_ms, updated_at_ms,
+                                       last_alert_at_ms, group_key, window_start_ms)
+                 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8, ?7)",
+            )?
+            .execute(params![incident_id, *seq as i64, severity.as_str(), host, app, title, at_ms, key])?;
             timeline(
                 tx,
                 incident_id,
@@ -221,80 +315,120 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
             alert,
             reason,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO alerts(incident_id, fingerprint, starts_at_ms, source, name, host, app, severity, status,
-                                    metric, value, threshold, summary, received_at_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'firing', ?9, ?10, ?11, ?12, ?13, ?13)
+                                    metric, value, threshold, summary, received_at_ms, updated_at_ms, labels)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'firing', ?9, ?10, ?11, ?12, ?13, ?13, ?14)
                  ON CONFLICT(fingerprint, starts_at_ms) DO UPDATE SET status = 'firing', ends_at_ms = NULL,
-                     value = excluded.value, updated_at_ms = excluded.updated_at_ms",
-                params![
-                    incident_id,
-                    alert.fingerprint,
-                    alert.starts_at_ms,
-                    alert.source,
-                    alert.name,
-                    alert.host,
-                    alert.app,
-                    alert.severity.as_str(),
-                    alert.metric,
-                    alert.value,
-                    alert.threshold,
-                    alert.summary,
-                    now
-                ],
-            )?;
-            tx.execute(
+                     incident_id = excluded.incident_id, value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+            )?
+            .execute(params![
+                incident_id,
+                alert.fingerprint,
+                alert.starts_at_ms,
+                alert.source,
+                alert.name,
+                alert.host,
+                alert.app,
+                alert.severity.as_str(),
+                alert.metric,
+                alert.value,
+                alert.threshold,
+                alert.summary,
+                now,
+                labels_json(&alert.labels)
+            ])?;
+            tx.prepare_cached(
                 "UPDATE incidents SET last_alert_at_ms = ?2, quiet_since_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
-                params![incident_id, now],
-            )?;
+            )?
+            .execute(params![incident_id, now])?;
             timeline(
                 tx,
                 incident_id,
                 now,
                 "alert_joined",
                 &format!(
-                    "{} firing: {} ({})",
-                    alert.name, alert.summary, reason.detail
+                    "{} firing [{}]: {} ({})",
+                    alert.name, alert.source, alert.summary, reason.detail
                 ),
                 &json!({"fingerprint": alert.fingerprint, "source": alert.source, "reason": reason}),
             )?;
         }
-        Effect::AlertRefreshed { incident_id, alert } => {
-            tx.execute(
+        Effect::AlertRefreshed {
+            incident_id: Some(incident_id),
+            alert,
+        } => {
+            tx.prepare_cached(
                 "UPDATE alerts SET value = ?3, updated_at_ms = ?4
                  WHERE fingerprint = ?1 AND incident_id = ?2 AND status = 'firing'",
-                params![alert.fingerprint, incident_id, alert.value, now],
-            )?;
+            )?
+            .execute(params![alert.fingerprint, incident_id, alert.value, now])?;
+        }
+        Effect::AlertRefreshed {
+            incident_id: None,
+            alert,
+        } => {
+            tx.prepare_cached("UPDATE silenced_alerts SET value = ?2 WHERE fingerprint = ?1 AND status = 'firing'")?
+                .execute(params![alert.fingerprint, alert.value])?;
+        }
+        Effect::AlertSilenced { alert, silence_id } => {
+            tx.prepare_cached(
+                "INSERT INTO silenced_alerts(fingerprint, starts_at_ms, silence_id, source, name, host, app, severity,
+                                             status, summary, labels, value, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'firing', ?9, ?10, ?11, ?12)
+                 ON CONFLICT(fingerprint, starts_at_ms) DO UPDATE SET status = 'firing', ends_at_ms = NULL",
+            )?
+            .execute(params![
+                alert.fingerprint,
+                alert.starts_at_ms,
+                silence_id,
+                alert.source,
+                alert.name,
+                alert.host,
+                alert.app,
+                alert.severity.as_str(),
+                alert.summary,
+                labels_json(&alert.labels),
+                alert.value,
+                now
+            ])?;
         }
         Effect::AlertResolved {
-            incident_id,
+            incident_id: None,
             fingerprint,
             starts_at_ms,
             at_ms,
             value,
         } => {
-            tx.execute(
+            tx.prepare_cached(
+                "UPDATE silenced_alerts SET status = 'resolved', ends_at_ms = ?3, value = ?4
+                 WHERE fingerprint = ?1 AND starts_at_ms = ?2",
+            )?
+            .execute(params![fingerprint, starts_at_ms, at_ms, value])?;
+        }
+        Effect::AlertResolved {
+            incident_id: Some(incident_id),
+            fingerprint,
+            starts_at_ms,
+            at_ms,
+            value,
+        } => {
+            tx.prepare_cached(
                 "UPDATE alerts SET status = 'resolved', ends_at_ms = ?3, value = ?4, updated_at_ms = ?5
                  WHERE fingerprint = ?1 AND starts_at_ms = ?2",
-                params![fingerprint, starts_at_ms, at_ms, value, now],
-            )?;
-            let name: Option<String> = tx
-                .query_row(
-                    "SELECT name FROM alerts WHERE fingerprint = ?1 AND starts_at_ms = ?2",
-                    params![fingerprint, starts_at_ms],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let still_firing: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM alerts WHERE incident_id = ?1 AND status = 'firing'",
-                [incident_id],
-                |r| r.get(0),
-            )?;
+            )?
+            .execute(params![fingerprint, starts_at_ms, at_ms, value, now])?;
+            let name = alert_name(tx, fingerprint, *starts_at_ms)?;
+            let still_firing: i64 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM alerts WHERE incident_id = ?1 AND status = 'firing'",
+                )?
+                .query_row([incident_id], |r| r.get(0))?;
             if still_firing == 0 {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE incidents SET quiet_since_ms = ?2, updated_at_ms = ?2 WHERE id = ?1",
-                    params![incident_id, now],
-                )?;
+                )?
+                .execute(params![incident_id, now])?;
             }
             timeline(
                 tx,
@@ -313,10 +447,10 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
             severity,
             at_ms,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE incidents SET severity = ?2, updated_at_ms = ?3 WHERE id = ?1",
-                params![incident_id, severity.as_str(), at_ms],
-            )?;
+            )?
+            .execute(params![incident_id, severity.as_str(), at_ms])?;
             timeline(
                 tx,
                 incident_id,
@@ -326,23 +460,121 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
                 &json!({}),
             )?;
         }
+        Effect::RootCause {
+            incident_id,
+            app,
+            at_ms,
+            reason,
+        } => {
+            tx.prepare_cached(
+                "UPDATE incidents SET root_app = ?2, updated_at_ms = ?3 WHERE id = ?1",
+            )?
+            .execute(params![incident_id, app, at_ms])?;
+            timeline(
+                tx,
+                incident_id,
+                *at_ms,
+                "root_cause",
+                &format!("root cause: {app} ({})", reason.detail),
+                &json!(reason),
+            )?;
+        }
         Effect::IncidentResolved {
             incident_id,
             at_ms,
             quiet_ms,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE incidents SET state = 'resolved', resolved_at_ms = ?2, updated_at_ms = ?2 WHERE id = ?1",
-                params![incident_id, at_ms],
-            )?;
+            )?
+            .execute(params![incident_id, at_ms])?;
+            if let Some(quiet_ms) = quiet_ms {
+                timeline(
+                    tx,
+                    incident_id,
+                    *at_ms,
+                    "resolved",
+                    &format!("resolved: all alerts resolved and quiet for {quiet_ms} ms"),
+                    &json!({"quiet_ms": quiet_ms}),
+                )?;
+            }
+        }
+        Effect::IncidentReopened {
+            incident_id,
+            at_ms,
+            reason,
+        } => {
+            tx.prepare_cached(
+                "UPDATE incidents SET state = 'open', resolved_at_ms = NULL, window_start_ms = ?2,
+                     reopened = reopened + 1, updated_at_ms = ?2 WHERE id = ?1",
+            )?
+            .execute(params![incident_id, at_ms])?;
             timeline(
                 tx,
                 incident_id,
                 *at_ms,
-                "resolved",
-                &format!("resolved: all alerts resolved and quiet for {quiet_ms} ms"),
-                &json!({"quiet_ms": quiet_ms}),
+                "reopened",
+                &reason.detail,
+                &json!(reason),
             )?;
+        }
+        Effect::IncidentClosed {
+            incident_id,
+            at_ms,
+            auto,
+        } => {
+            tx.prepare_cached("UPDATE incidents SET state = 'closed', closed_at_ms = ?2, updated_at_ms = ?2 WHERE id = ?1")?
+                .execute(params![incident_id, at_ms])?;
+            if *auto {
+                timeline(
+                    tx,
+                    incident_id,
+                    *at_ms,
+                    "closed",
+                    "closed: resolved for longer than close_after",
+                    &json!({}),
+                )?;
+            }
+        }
+        Effect::AlertFlapping {
+            incident_id,
+            fingerprint,
+            name,
+            transitions,
+            at_ms,
+        } => {
+            tx.prepare_cached("UPDATE alerts SET flapping = 1 WHERE fingerprint = ?1")?
+                .execute([fingerprint])?;
+            if let Some(id) = incident_id {
+                timeline(
+                    tx,
+                    id,
+                    *at_ms,
+                    "flapping",
+                    &format!(
+                        "{name} is flapping ({transitions} changes): the incident stays open until it settles"
+                    ),
+                    &json!({"fingerprint": fingerprint, "transitions": transitions}),
+                )?;
+            }
+        }
+        Effect::AlertSettled {
+            incident_id,
+            fingerprint,
+            at_ms,
+        } => {
+            tx.prepare_cached("UPDATE alerts SET flapping = 0 WHERE fingerprint = ?1")?
+                .execute([fingerprint])?;
+            if let Some(id) = incident_id {
+                timeline(
+                    tx,
+                    id,
+                    *at_ms,
+                    "settled",
+                    "a flapping alert settled",
+                    &json!({"fingerprint": fingerprint}),
+                )?;
+            }
         }
         Effect::Ignored { .. } => {}
     }
@@ -351,17 +583,18 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
 
 /// Records a run decision; false when this playbook already ran for the incident.
 pub fn insert_run(tx: &Transaction<'_>, run: &RunStart, now: UnixMs) -> Result<bool, StoreError> {
-    let n = tx.execute(
-        "INSERT OR IGNORE INTO runs(id, incident_id, playbook, state, trigger_alert, created_at_ms)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
-        params![
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO runs(id, incident_id, playbook, state, trigger_alert, created_at_ms)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+        )?
+        .execute(params![
             run.run_id,
             run.incident_id,
             run.playbook,
             serde_json::to_string(&run.alert).expect("alerts serialise"),
             now
-        ],
-    )?;
+        ])?;
     if n == 1 {
         timeline(
             tx,
@@ -375,15 +608,41 @@ pub fn insert_run(tx: &Transaction<'_>, run: &RunStart, now: UnixMs) -> Result<b
     Ok(n == 1)
 }
 
-const SUMMARY_COLUMNS: &str = "i.id, i.state, i.severity, i.host, i.app, i.title, i.opened_at_ms, i.updated_at_ms, i.resolved_at_ms,
-     (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id)";
+/// An operator acknowledges an open incident.
+pub fn acknowledge(
+    tx: &Transaction<'_>,
+    id: &str,
+    by: &str,
+    reason: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE incidents SET state = CASE WHEN state = 'open' THEN 'acknowledged' ELSE state END,
+             acknowledged_at_ms = ?2, acknowledged_by = ?3, updated_at_ms = ?2 WHERE id = ?1",
+        params![id, now, by],
+    )?;
+    timeline(
+        tx,
+        id,
+        now,
+        "acknowledged",
+        &format!("acknowledged by {by}: {reason}"),
+        &json!({"by": by, "reason": reason}),
+    )
+}
+
+const SUMMARY_COLUMNS: &str = "i.id, i.state, i.severity, i.host, i.app, i.title, i.opened_at_ms, i.updated_at_ms,
+     i.resolved_at_ms, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id), i.seq, i.group_key, i.root_app,
+     i.acknowledged_by, i.closed_at_ms, i.reopened";
 
 fn summary(r: &Row<'_>) -> rusqlite::Result<(IncidentSummary, String, String)> {
     let state: String = r.get(1)?;
     let severity: String = r.get(2)?;
+    let seq: i64 = r.get(10)?;
     Ok((
         IncidentSummary {
             id: r.get(0)?,
+            seq: u64::try_from(seq).unwrap_or(0),
             state: IncidentState::Open,
             severity: Severity::Info,
             host: r.get(3)?,
@@ -393,6 +652,11 @@ fn summary(r: &Row<'_>) -> rusqlite::Result<(IncidentSummary, String, String)> {
             updated_at_ms: r.get(7)?,
             resolved_at_ms: r.get(8)?,
             alert_count: r.get(9)?,
+            group_key: r.get(11)?,
+            root_app: r.get(12)?,
+            acknowledged_by: r.get(13)?,
+            closed_at_ms: r.get(14)?,
+            reopened: r.get(15)?,
         },
         state,
         severity,
@@ -414,24 +678,43 @@ pub fn list_incidents(
 ) -> Result<Vec<IncidentSummary>, StoreError> {
     let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM incidents i WHERE 1 = 1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
+        args.push(v);
+        sql.push_str(&clause.replace("?N", &format!("?{}", args.len())));
+    };
     if let Some(state) = f.state {
-        sql.push_str(&format!(" AND i.state = ?{}", args.len() + 1));
-        args.push(Box::new(state.as_str()));
+        arg(&mut sql, " AND i.state = ?N", Box::new(state.as_str()));
     }
     if let Some(app) = &f.app {
-        sql.push_str(&format!(
-            " AND (i.app = ?{n} OR EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = i.id AND a.app = ?{n}))",
-            n = args.len() + 1
-        ));
-        args.push(Box::new(app.clone()));
+        arg(
+            &mut sql,
+            " AND (i.app = ?N OR EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = i.id AND a.app = ?N))",
+            Box::new(app.clone()),
+        );
     }
     if let Some(host) = &f.host {
-        sql.push_str(&format!(" AND i.host = ?{}", args.len() + 1));
-        args.push(Box::new(host.clone()));
+        arg(&mut sql, " AND i.host = ?N", Box::new(host.clone()));
+    }
+    if let Some(sev) = f.severity {
+        let at_least: Vec<&str> = [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .filter(|s| *s >= sev)
+            .map(Severity::as_str)
+            .collect();
+        sql.push_str(&format!(" AND i.severity IN ('{}')", at_least.join("','")));
     }
     if let Some(since) = f.since_ms {
-        sql.push_str(&format!(" AND i.updated_at_ms >= ?{}", args.len() + 1));
-        args.push(Box::new(since));
+        arg(&mut sql, " AND i.updated_at_ms >= ?N", Box::new(since));
+    }
+    if let Some(until) = f.until_ms {
+        arg(&mut sql, " AND i.opened_at_ms < ?N", Box::new(until));
+    }
+    if let Some(before) = f.before {
+        arg(
+            &mut sql,
+            " AND i.seq < ?N",
+            Box::new(i64::try_from(before).unwrap_or(i64::MAX)),
+        );
     }
     sql.push_str(&format!(
         " ORDER BY i.seq DESC LIMIT {}",
@@ -458,11 +741,12 @@ pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDet
 
     let mut stmt = conn.prepare(
         "SELECT fingerprint, source, name, host, app, severity, status, metric, value, threshold, summary,
-                starts_at_ms, ends_at_ms, received_at_ms
+                starts_at_ms, ends_at_ms, received_at_ms, labels, flapping
          FROM alerts WHERE incident_id = ?1 ORDER BY received_at_ms, fingerprint",
     )?;
     let raw_alerts: Vec<(IncidentAlert, String, String)> = stmt
         .query_map([id], |r| {
+            let labels: String = r.get(14)?;
             Ok((
                 IncidentAlert {
                     fingerprint: r.get(0)?,
@@ -479,6 +763,8 @@ pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDet
                     starts_at_ms: r.get(11)?,
                     ends_at_ms: r.get(12)?,
                     received_at_ms: r.get(13)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    flapping: r.get(15)?,
                 },
                 r.get(5)?,
                 r.get(6)?,
@@ -597,4 +883,9 @@ fn runs_of(conn: &Connection, incident_id: &str) -> Result<Vec<RunView>, StoreEr
         });
     }
     Ok(out)
+}
+
+/// The silence views for the API.
+pub fn list_silences(conn: &Connection, now: UnixMs) -> Result<Vec<SilenceView>, StoreError> {
+    silences::list(conn, now)
 }

@@ -96,19 +96,126 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (system, sys_id)
     );
     ",
+    // 2: the correlator in depth: labels, lifecycle, silences, audit.
+    "
+    ALTER TABLE alerts ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE alerts ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE incidents ADD COLUMN window_start_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE incidents ADD COLUMN root_app TEXT;
+    ALTER TABLE incidents ADD COLUMN acknowledged_at_ms INTEGER;
+    ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT;
+    ALTER TABLE incidents ADD COLUMN closed_at_ms INTEGER;
+    ALTER TABLE incidents ADD COLUMN reopened INTEGER NOT NULL DEFAULT 0;
+    UPDATE incidents SET group_key = 'host=' || host, window_start_ms = opened_at_ms;
+    CREATE INDEX incidents_host ON incidents(host);
+    CREATE INDEX alerts_app ON alerts(app);
+    CREATE TABLE silenced_alerts (
+        fingerprint TEXT NOT NULL,
+        starts_at_ms INTEGER NOT NULL,
+        silence_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        app TEXT,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        ends_at_ms INTEGER,
+        PRIMARY KEY (fingerprint, starts_at_ms)
+    );
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at_ms INTEGER,
+        ends_at_ms INTEGER,
+        schedule TEXT,
+        duration_ms INTEGER,
+        until_ms INTEGER,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expired_at_ms INTEGER
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies migrations up to `version` (tests start from older schemas).
+pub(super) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > known {
         return Err(StoreError::TooNew { found, known });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(version)
+        .skip(found as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_migrates_and_keeps_its_incidents() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 1).unwrap();
+        conn.execute(
+            "INSERT INTO incidents(id, seq, state, severity, host, title, opened_at_ms, updated_at_ms, last_alert_at_ms)
+             VALUES ('fc-1', 1, 'open', 'critical', 'web01', 't', 5, 5, 5)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (key, start): (String, i64) = conn
+            .query_row(
+                "SELECT group_key, window_start_ms FROM incidents WHERE id = 'fc-1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((key.as_str(), start), ("host=web01", 5));
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        // Running again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
 }
