@@ -256,6 +256,14 @@ impl Stack {
     /// Starts the simulator and the correlator (waiting until both answer),
     /// then the agent.
     pub fn start(cfg: &StackConfig) -> Stack {
+        let mut stack = Self::start_without_agent(cfg);
+        stack.start_agent();
+        stack
+    }
+
+    /// Starts the simulator and the correlator only; the agent's config is
+    /// written, so `start_agent` can still start it.
+    pub fn start_without_agent(cfg: &StackConfig) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (api_port, sn_port) = (free_port(), free_port());
@@ -343,12 +351,16 @@ apps:
             host,
         };
         stack.start_correlator();
-        stack.start_agent();
         stack
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The correlator's SQLite database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir().join("state/correlator.db")
     }
 
     /// Starts the correlator and waits until it answers.
@@ -442,4 +454,50 @@ pub fn get_json(url: &str, auth: Option<(&str, &str)>) -> Value {
         assert!(status.is_success(), "GET {url}: {status}: {text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {text}"))
     })
+}
+
+/// POSTs JSON to `url`; returns the status and the body as JSON (or text).
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = fincorp_api::http::client(Duration::from_secs(10));
+        let resp = client
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics with `what`
+/// and the stack's logs after `timeout`.
+pub fn wait_for<T>(
+    stack: &mut Stack,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut(&Stack) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check(stack) {
+            return v;
+        }
+        stack.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            stack.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

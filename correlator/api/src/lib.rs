@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod exposition;
 pub mod http;
 pub mod logging;
 pub mod rest;

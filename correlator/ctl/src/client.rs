@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fincorp_api::rest::{ApiError, IncidentDetail, IncidentList};
+use fincorp_api::rest::{
+    ApiError, AuditList, IncidentAction, IncidentDetail, IncidentList, NewSilence, SilenceList,
+    SilenceView,
+};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The correlator at `base` (e.g. `http://127.0.0.1:9470`).
@@ -26,10 +30,22 @@ impl Client {
     }
 
     async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::GET, path_and_query, None::<&()>)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path_and_query}", self.base);
-        let resp = self
-            .http
-            .get(&url)
+        let mut req = self.http.request(method, &url);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the correlator at {}", self.base))?;
@@ -61,5 +77,66 @@ impl Client {
     /// `GET /api/v1/incidents/{id}`.
     pub async fn incident(&self, id: &str) -> anyhow::Result<IncidentDetail> {
         self.get(&format!("/api/v1/incidents/{id}")).await
+    }
+
+    /// `POST /api/v1/incidents/{id}/{op}` with `op` one of ack, resolve, close.
+    pub async fn incident_action(
+        &self,
+        id: &str,
+        op: &str,
+        by: &str,
+        reason: &str,
+    ) -> anyhow::Result<IncidentDetail> {
+        let body = IncidentAction {
+            by: Some(by.to_owned()),
+            reason: reason.to_owned(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/incidents/{id}/{op}"),
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn silences(&self) -> anyhow::Result<SilenceList> {
+        self.get("/api/v1/silences").await
+    }
+
+    pub async fn add_silence(&self, new: &NewSilence) -> anyhow::Result<SilenceView> {
+        self.call(reqwest::Method::POST, "/api/v1/silences", Some(new))
+            .await
+    }
+
+    pub async fn expire_silence(&self, id: &str, by: &str) -> anyhow::Result<SilenceView> {
+        let by: String = by
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+            .collect();
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/silences/{id}?by={by}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// The whole audit log, page by page, oldest first.
+    pub async fn audit(&self) -> anyhow::Result<AuditList> {
+        let mut all = AuditList {
+            entries: vec![],
+            head: None,
+        };
+        loop {
+            let after = all.entries.last().map(|e| e.seq).unwrap_or(0);
+            let page: AuditList = self
+                .get(&format!("/api/v1/audit?after={after}&limit=5000"))
+                .await?;
+            all.head = page.head;
+            if page.entries.is_empty() {
+                return Ok(all);
+            }
+            all.entries.extend(page.entries);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `fincorpctl incidents list|show`: tables for people, `--json` for scripts.
 
 use fincorp_api::format_ms;
-use fincorp_api::rest::{IncidentDetail, IncidentSummary};
+use fincorp_api::rest::{IncidentDetail, IncidentSummary, SilenceView};
 
 /// One line per incident under a header.
 pub fn table(incidents: &[IncidentSummary]) -> String {
@@ -40,7 +40,17 @@ pub fn detail(d: &IncidentDetail) -> String {
             .map(|r| format!(", resolved {}", format_ms(r)))
             .unwrap_or_default()
     );
-    out.push_str("\nalerts:\n");
+    out.push_str(&format!("group key {}", i.group_key));
+    if let Some(root) = &i.root_app {
+        out.push_str(&format!(", root cause {root}"));
+    }
+    if let Some(by) = &i.acknowledged_by {
+        out.push_str(&format!(", acknowledged by {by}"));
+    }
+    if i.reopened > 0 {
+        out.push_str(&format!(", reopened {} time(s)", i.reopened));
+    }
+    out.push_str("\n\nalerts:\n");
     for a in &d.alerts {
         out.push_str(&format!(
             "  {:<9} {:<8} {}  {}\n",
@@ -81,6 +91,31 @@ pub fn detail(d: &IncidentDetail) -> String {
             format_ms(t.at_ms),
             t.kind,
             t.message
+        ));
+    }
+    out
+}
+
+/// One line per silence under a header.
+pub fn silences(list: &[SilenceView]) -> String {
+    let mut out = format!(
+        "{:<18} {:<7} {:<40} {:<30} {}\n",
+        "ID", "ACTIVE", "MATCHERS", "WHEN", "COMMENT"
+    );
+    for s in list {
+        let when = match (&s.schedule, s.starts_at_ms, s.ends_at_ms, s.expired_at_ms) {
+            (_, _, _, Some(e)) => format!("expired {}", format_ms(e)),
+            (Some(sched), ..) => format!("{sched} for {}s", s.duration_ms.unwrap_or(0) / 1000),
+            (None, Some(a), Some(b), None) => format!("{} .. {}", format_ms(a), format_ms(b)),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<18} {:<7} {:<40} {:<30} {}\n",
+            s.id,
+            if s.active { "yes" } else { "no" },
+            s.matchers.join(","),
+            when,
+            s.comment
         ));
     }
     out

@@ -34,9 +34,56 @@ enum Command {
     /// Validate playbooks.
     #[command(subcommand)]
     Playbook(PlaybookCmd),
+    /// Silences and maintenance windows.
+    #[command(subcommand)]
+    Silences(SilencesCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Rehearse failures for real.
     #[command(subcommand)]
     Chaos(ChaosCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum SilencesCmd {
+    /// List silences, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silence alerts whose labels match (`name=value`, `name!=value`,
+    /// `name=~regex`, `name!~regex`; all must hold), for `--duration` from
+    /// now, or every `--schedule` (cron with seconds, UTC) for `--duration`.
+    Add {
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        #[arg(long)]
+        duration: Option<String>,
+        #[arg(long)]
+        schedule: Option<String>,
+        /// RFC 3339 start (default now) for a one-off silence.
+        #[arg(long)]
+        starts_at: Option<String>,
+        #[arg(long)]
+        comment: String,
+        /// Who is silencing.
+        #[arg(long, env = "USER")]
+        by: String,
+    },
+    /// End a silence now.
+    Expire {
+        id: String,
+        #[arg(long, env = "USER")]
+        by: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Fetch the whole audit log and check its hash chain: any edited or
+    /// deleted entry is reported. Exit 1 when the chain is broken.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +108,23 @@ enum IncidentsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Acknowledge an open incident.
+    Ack(ActionArgs),
+    /// Resolve an open incident.
+    Resolve(ActionArgs),
+    /// Close a resolved incident (it can no longer reopen).
+    Close(ActionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ActionArgs {
+    id: String,
+    /// Why, recorded in the timeline and the audit log.
+    #[arg(long)]
+    reason: String,
+    /// Who is acting.
+    #[arg(long, env = "USER")]
+    by: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +188,12 @@ enum ChaosCmd {
         #[arg(long)]
         app: String,
     },
+}
+
+async fn action(client: &Client, op: &str, a: ActionArgs) -> anyhow::Result<()> {
+    let d = client.incident_action(&a.id, op, &a.by, &a.reason).await?;
+    println!("{} is now {}", d.incident.id, d.incident.state.as_str());
+    Ok(())
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -199,6 +269,62 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
                 print!("{}", fincorpctl::incidents::detail(&d));
+            }
+        }
+        Command::Incidents(IncidentsCmd::Ack(a)) => action(&client, "ack", a).await?,
+        Command::Incidents(IncidentsCmd::Resolve(a)) => action(&client, "resolve", a).await?,
+        Command::Incidents(IncidentsCmd::Close(a)) => action(&client, "close", a).await?,
+        Command::Silences(SilencesCmd::List { json }) => {
+            let list = client.silences().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", fincorpctl::incidents::silences(&list.silences));
+            }
+        }
+        Command::Silences(SilencesCmd::Add {
+            matchers,
+            duration,
+            schedule,
+            starts_at,
+            comment,
+            by,
+        }) => {
+            let new = fincorp_api::rest::NewSilence {
+                matchers,
+                starts_at,
+                duration,
+                schedule,
+                created_by: Some(by),
+                comment,
+                ..Default::default()
+            };
+            let s = client.add_silence(&new).await?;
+            println!(
+                "{} created ({})",
+                s.id,
+                if s.active {
+                    "active now"
+                } else {
+                    "not active yet"
+                }
+            );
+        }
+        Command::Silences(SilencesCmd::Expire { id, by }) => {
+            let s = client.expire_silence(&id, &by).await?;
+            println!("{} expired", s.id);
+        }
+        Command::Audit(AuditCmd::Verify) => {
+            let log = client.audit().await?;
+            match fincorp_api::audit::verify(&log.entries) {
+                Ok(n) => println!(
+                    "audit log intact: {n} entries, head {}",
+                    log.head.as_deref().unwrap_or("(empty)")
+                ),
+                Err(e) => {
+                    eprintln!("fincorpctl: audit log BROKEN: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
             }
         }
         Command::Chaos(ChaosCmd::CpuSpike {

@@ -64,18 +64,14 @@ impl AppState {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = state
         .engine
         .metrics
         .render(state.engine.queue_depth(), state.bus.waiting());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = fincorp_api::exposition::negotiate(accept, openmetrics);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 /// The whole HTTP app.

@@ -736,10 +736,11 @@ async fn metrics_expose_ingest_and_incident_counts() {
         json_req("POST", "/api/v1/ingest/events", hardware("hw-1", "firing")),
     )
     .await;
-    let resp = router(f.state.clone())
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
+    let om = Request::get("/metrics")
+        .header("accept", "application/openmetrics-text")
+        .body(Body::empty())
         .unwrap();
+    let resp = router(f.state.clone()).oneshot(om).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let text = String::from_utf8(
         axum::body::to_bytes(resp.into_body(), usize::MAX)
@@ -757,5 +758,24 @@ async fn metrics_expose_ingest_and_incident_counts() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    assert!(text.ends_with("# EOF\n"));
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics when asked for");
+    let resp = router(f.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        fincorp_api::exposition::TEXT_004
+    );
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("# TYPE fincorp_correlator_ingest_events_total counter"),
+        "{text}"
+    );
 }

@@ -2,4 +2,7 @@
 //! module per scenario, all in one test binary. Scenarios take
 //! [`fincorp_tests::serial`] so they run one at a time.
 
+mod alertmanager_interop;
+mod audit_chain;
+mod ingest_crash;
 mod s1_chaos_spike;
