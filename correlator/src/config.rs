@@ -22,6 +22,8 @@ struct RawConfig {
     version: u32,
     listen: String,
     state_dir: PathBuf,
+    /// How long event ids are remembered to recognise resends.
+    dedup_window: Option<Duration>,
     agent_auth: RawAuth,
     #[serde(default)]
     correlation: RawCorrelation,
@@ -158,6 +160,7 @@ pub struct Config {
     pub file: PathBuf,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    pub dedup_window_ms: i64,
     pub max_skew_ms: i64,
     pub keys: Vec<SigningKey>,
     pub correlation: core::Config,
@@ -240,6 +243,12 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         }
     }
 
+    if raw
+        .dedup_window
+        .is_some_and(|d| d.0 < std::time::Duration::from_secs(60))
+    {
+        errors.push(doc.error("dedup_window", "dedup_window must be at least 1m"));
+    }
     let correlation = correlation(doc, &base, &raw.correlation, &mut errors);
     let alertmanager = alertmanager_mapping(doc, raw.alertmanager.as_ref(), &mut errors);
 
@@ -296,6 +305,10 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
             .state_dir
             .clone()
             .unwrap_or_else(|| relative_to(&base, &raw.state_dir)),
+        dedup_window_ms: raw
+            .dedup_window
+            .map(Duration::as_millis_i64)
+            .unwrap_or(DEFAULT_DEDUP_WINDOW_MS),
         max_skew_ms: raw.agent_auth.max_skew.as_millis_i64(),
         keys,
         correlation,
@@ -305,6 +318,9 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         servicenow,
     })
 }
+
+/// Six hours of event ids: longer than any agent spool outage we expect.
+pub const DEFAULT_DEDUP_WINDOW_MS: i64 = 6 * 3_600_000;
 
 fn ms(d: Option<Duration>, default_ms: i64) -> i64 {
     d.map(Duration::as_millis_i64).unwrap_or(default_ms)

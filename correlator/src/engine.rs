@@ -26,9 +26,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::Alert;
 use crate::core::{self, Effect};
-use crate::ingest::Parsed;
 use crate::metrics::Metrics;
+use crate::store::dedup::Dedup;
 use crate::store::{self, IncidentFilter, RunStart, Store, StoreError, audit, silences};
 
 /// Requests waiting for the writer before new ones wait (backpressure).
@@ -39,10 +40,55 @@ const MAX_GROUP: usize = 512;
 struct Writer {
     store: Store,
     core: core::State,
+    dedup: Dedup,
+    /// When the event log was last pruned to the dedup window.
+    pruned_at_ms: UnixMs,
+    wal: WalGuard,
+}
+
+/// The WAL is checkpointed in the background; under sustained load it can
+/// still grow, because it only restarts once fully copied. When it passes
+/// `WAL_LIMIT`, the writer truncates it itself between two groups (cheap:
+/// the background thread has copied most of it already).
+struct WalGuard {
+    path: std::path::PathBuf,
+    checked: Instant,
+}
+
+/// Largest WAL file tolerated before the writer truncates it.
+const WAL_LIMIT: u64 = 64 << 20;
+
+impl WalGuard {
+    fn check(&mut self, conn: &Connection) {
+        if self.checked.elapsed() < std::time::Duration::from_millis(500) {
+            return;
+        }
+        self.checked = Instant::now();
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if size > WAL_LIMIT {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, wal_bytes = size, "truncating the WAL failed; will retry");
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// After a failed transaction: the database is the truth; rebuild the
+    /// core and the dedup set from it.
+    fn rebuild(&mut self, cfg: &core::Config) -> Result<(), StoreError> {
+        self.core = self.store.load_core(cfg.clone())?;
+        self.dedup = Dedup::load(
+            &self.store.conn,
+            self.dedup.window_ms(),
+            fincorp_api::now_ms(),
+        )?;
+        Ok(())
+    }
 }
 
 struct Job {
-    alerts: Vec<Parsed>,
+    alerts: Vec<Alert>,
     now: UnixMs,
     reply: oneshot::Sender<Result<Ingested, String>>,
 }
@@ -55,6 +101,27 @@ pub struct Engine {
     playbooks: Arc<Vec<Playbook>>,
     jobs: mpsc::Sender<Job>,
     pub metrics: Arc<Metrics>,
+    /// Tells the checkpoint thread to stop.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Checkpoints the WAL into the database every half second (PASSIVE: never
+/// blocks the writer), until the engine is dropped.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
+    }
+    // A final full checkpoint keeps the WAL small across restarts.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 /// The outcome of one ingest request.
@@ -100,13 +167,38 @@ impl Engine {
         path: &std::path::Path,
         cfg: core::Config,
         playbooks: Arc<Vec<Playbook>>,
+        dedup_window_ms: i64,
     ) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
+        // Commits only append to the WAL; a background thread checkpoints it,
+        // so a commit never also pays for writing the main database file.
+        store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        store.conn.pragma_update(None, "cache_size", -16_384)?;
         let core = store.load_core(cfg.clone())?;
+        let now = fincorp_api::now_ms();
+        let dedup = Dedup::load(&store.conn, dedup_window_ms, now)?;
         let reader = store::connect(path)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (checkpointer, stop) = (store::connect(path)?, stop.clone());
+            std::thread::Builder::new()
+                .name("wal-checkpoint".into())
+                .spawn(move || checkpoint_loop(&checkpointer, &stop))
+                .expect("spawning the checkpoint thread");
+        }
         let metrics = Arc::new(Metrics::new());
         metrics.set_core_counts(core.open_incidents().count(), core.active_alerts());
-        let writer = Arc::new(Mutex::new(Writer { store, core }));
+        let wal = WalGuard {
+            path: path.with_extension("db-wal"),
+            checked: Instant::now(),
+        };
+        let writer = Arc::new(Mutex::new(Writer {
+            store,
+            core,
+            dedup,
+            pruned_at_ms: now,
+            wal,
+        }));
         let (jobs, rx) = mpsc::channel(QUEUE_CAPACITY);
         {
             let (writer, playbooks, metrics, cfg) = (
@@ -127,6 +219,7 @@ impl Engine {
             playbooks,
             jobs,
             metrics,
+            stop,
         })
     }
 
@@ -149,7 +242,7 @@ impl Engine {
     /// Waits for room when the queue is full, up to `wait`.
     pub async fn submit(
         &self,
-        alerts: Vec<Parsed>,
+        alerts: Vec<Alert>,
         now: UnixMs,
         wait: std::time::Duration,
     ) -> Result<Ingested, SubmitError> {
@@ -173,23 +266,36 @@ impl Engine {
     /// Returns the incidents it resolved.
     pub fn tick(&self, now: UnixMs) -> Result<Vec<String>, StoreError> {
         let mut guard = lock(&self.writer);
-        let Writer { store, core } = &mut *guard;
-        let effects = core.tick(now);
-        if !effects.is_empty() {
-            let result = (|| -> Result<(), StoreError> {
-                let tx = store.conn.transaction()?;
-                for e in &effects {
-                    store::apply(&tx, e, now)?;
-                }
-                Ok(tx.commit()?)
-            })();
-            if let Err(e) = result {
-                *core = store.load_core(self.cfg.clone())?;
-                return Err(e);
+        let effects = guard.core.tick(now);
+        let result = (|| -> Result<(), StoreError> {
+            let w = &mut *guard;
+            w.dedup.expire(now);
+            let prune = now - w.pruned_at_ms >= 60_000;
+            if effects.is_empty() && !prune {
+                return Ok(());
             }
+            let tx = w.store.conn.transaction()?;
+            for e in &effects {
+                store::apply(&tx, e, now)?;
+            }
+            if prune {
+                store::prune_events(&tx, now - w.dedup.window_ms())?;
+            }
+            tx.commit()?;
+            if prune {
+                w.pruned_at_ms = now;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            guard.rebuild(&self.cfg)?;
+            return Err(e);
         }
-        self.metrics
-            .set_core_counts(core.open_incidents().count(), core.active_alerts());
+        self.metrics.set_core_counts(
+            guard.core.open_incidents().count(),
+            guard.core.active_alerts(),
+        );
+        self.metrics.set_dedup_ids(guard.dedup.len());
         Ok(effects
             .into_iter()
             .filter_map(|e| match e {
@@ -257,7 +363,7 @@ impl Engine {
         now: UnixMs,
     ) -> Result<(), OpError> {
         let mut guard = lock(&self.writer);
-        let Writer { store, core } = &mut *guard;
+        let Writer { store, core, .. } = &mut *guard;
         let state = Self::incident_state_in(&store.conn, id)?
             .ok_or_else(|| OpError::NoIncident(id.into()))?;
         let effects = if close {
@@ -288,11 +394,13 @@ impl Engine {
             Ok(tx.commit()?)
         })();
         if let Err(e) = result {
-            *core = store.load_core(self.cfg.clone())?;
+            guard.rebuild(&self.cfg)?;
             return Err(e.into());
         }
-        self.metrics
-            .set_core_counts(core.open_incidents().count(), core.active_alerts());
+        self.metrics.set_core_counts(
+            guard.core.open_incidents().count(),
+            guard.core.active_alerts(),
+        );
         Ok(())
     }
 
@@ -307,7 +415,7 @@ impl Engine {
         let (row, silence) =
             silences::build(new, id, by.to_owned(), now).map_err(OpError::Invalid)?;
         let mut guard = lock(&self.writer);
-        let Writer { store, core } = &mut *guard;
+        let Writer { store, core, .. } = &mut *guard;
         let tx = store.conn.transaction().map_err(StoreError::from)?;
         silences::insert(&tx, &row)?;
         audit::append(
@@ -326,7 +434,7 @@ impl Engine {
     /// Expires a silence now.
     pub fn expire_silence(&self, id: &str, by: &str, now: UnixMs) -> Result<SilenceView, OpError> {
         let mut guard = lock(&self.writer);
-        let Writer { store, core } = &mut *guard;
+        let Writer { store, core, .. } = &mut *guard;
         if !silences::exists(&store.conn, id)? {
             return Err(OpError::NoSilence(id.into()));
         }
@@ -636,14 +744,17 @@ fn write_loop(
         }
         let started = Instant::now();
         let mut guard = lock(writer);
-        let Writer { store, core } = &mut *guard;
         let result = (|| -> Result<Vec<Ingested>, StoreError> {
+            let Writer {
+                store, core, dedup, ..
+            } = &mut *guard;
             let tx = store.conn.transaction()?;
             let mut out = Vec::with_capacity(group.len());
             for job in group.iter_mut() {
                 out.push(ingest_job(
                     &tx,
                     core,
+                    dedup,
                     playbooks,
                     std::mem::take(&mut job.alerts),
                     job.now,
@@ -656,18 +767,20 @@ fn write_loop(
         match result {
             Ok(outs) => {
                 metrics.observe_commit(group.len(), started.elapsed());
-                metrics.set_core_counts(core.open_incidents().count(), core.active_alerts());
+                let w = &mut *guard;
+                w.wal.check(&w.store.conn);
+                metrics.set_core_counts(
+                    guard.core.open_incidents().count(),
+                    guard.core.active_alerts(),
+                );
                 for (job, out) in group.drain(..).zip(outs) {
                     let _ = job.reply.send(Ok(out));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = group.len(), "ingest transaction failed; rebuilding state from the database");
-                match store.load_core(cfg.clone()) {
-                    Ok(fresh) => *core = fresh,
-                    Err(e2) => {
-                        tracing::error!(error = %e2, "rebuilding the correlation state failed")
-                    }
+                if let Err(e2) = guard.rebuild(cfg) {
+                    tracing::error!(error = %e2, "rebuilding the correlation state failed");
                 }
                 for job in group.drain(..) {
                     let _ = job.reply.send(Err(e.to_string()));
@@ -680,21 +793,31 @@ fn write_loop(
 fn ingest_job(
     tx: &rusqlite::Transaction<'_>,
     core: &mut core::State,
+    dedup: &mut Dedup,
     playbooks: &[Playbook],
-    alerts: Vec<Parsed>,
+    alerts: Vec<Alert>,
     now: UnixMs,
     metrics: &Metrics,
 ) -> Result<Ingested, StoreError> {
     let (mut accepted, mut duplicates) = (0u32, 0u32);
+    // Per source: (stored, duplicates), counted once per request.
+    let mut tally: Vec<(String, u64, u64)> = Vec::new();
     let mut runs = Vec::new();
-    for (alert, payload) in alerts {
-        if !store::insert_event(tx, &alert, &payload, now)? {
+    let mut log = store::event_log(tx)?;
+    for alert in alerts {
+        let new = store::insert_event(&mut log, dedup, &alert, now)?;
+        match tally.iter_mut().find(|(s, ..)| *s == alert.source) {
+            Some(t) => {
+                t.1 += u64::from(new);
+                t.2 += u64::from(!new);
+            }
+            None => tally.push((alert.source.clone(), u64::from(new), u64::from(!new))),
+        }
+        if !new {
             duplicates += 1;
-            metrics.duplicate(&alert.source);
             continue;
         }
         accepted += 1;
-        metrics.accepted(&alert.source);
         for effect in core.ingest(alert, now) {
             store::apply(tx, &effect, now)?;
             if let Effect::AlertAttached {
@@ -720,6 +843,9 @@ fn ingest_job(
             }
         }
     }
+    for (source, stored, dups) in tally {
+        metrics.events(&source, stored, dups);
+    }
     Ok(Ingested {
         ack: IngestAck {
             accepted,
@@ -737,11 +863,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::core::Alert;
 
-    fn alert(n: usize, host: u8, name: u8, firing: bool) -> Parsed {
+    fn alert(n: usize, host: u8, name: u8, firing: bool) -> Alert {
         let fp = format!("h{host}/r{name}");
-        let a = Alert {
+        Alert {
             event_id: format!("ev-{n}"),
             source: "hardware".into(),
             fingerprint: fp,
@@ -761,8 +886,7 @@ mod tests {
             labels: Default::default(),
             starts_at_ms: 0,
             at_ms: 0,
-        };
-        (a, "{}".into())
+        }
     }
 
     /// Everything the store holds about incidents, in a comparable form.
@@ -801,9 +925,9 @@ mod tests {
         #[test]
         fn replaying_a_stream_changes_nothing(stream in prop::collection::vec((0u8..3, 0u8..3, any::<bool>()), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
-            let engine = Engine::open(&dir.path().join("c.db"), core::Config::with_defaults(), Arc::new(vec![])).unwrap();
+            let engine = Engine::open(&dir.path().join("c.db"), core::Config::with_defaults(), Arc::new(vec![]), 3_600_000).unwrap();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let alerts: Vec<Parsed> = stream.iter().enumerate().map(|(n, (h, r, f))| alert(n, *h, *r, *f)).collect();
+            let alerts: Vec<Alert> = stream.iter().enumerate().map(|(n, (h, r, f))| alert(n, *h, *r, *f)).collect();
             let first = rt.block_on(engine.submit(alerts.clone(), 1_000, Duration::from_secs(5))).unwrap();
             prop_assert_eq!(first.ack.accepted as usize, alerts.len());
             let before = dump(&engine);

@@ -45,7 +45,7 @@ pub async fn run(
     let db = cfg.database();
     let playbooks = Arc::new(cfg.playbooks);
     let engine = Arc::new(
-        Engine::open(&db, cfg.correlation, playbooks.clone())
+        Engine::open(&db, cfg.correlation, playbooks.clone(), cfg.dedup_window_ms)
             .with_context(|| format!("cannot open the database {}", db.display()))?,
     );
     let interrupted = engine.interrupt_unfinished_runs(fincorp_api::now_ms())?;

@@ -33,6 +33,7 @@ pub struct Metrics {
     open_incidents: Gauge,
     active_alerts: Gauge,
     queue_depth: Gauge,
+    dedup_ids: Gauge,
     agent_commands_waiting: Gauge,
 }
 
@@ -89,6 +90,12 @@ impl Metrics {
             "Firing alerts held in memory",
             active_alerts.clone(),
         );
+        let dedup_ids = Gauge::default();
+        registry.register(
+            "dedup_ids",
+            "Event ids remembered for dedup (the dedup window)",
+            dedup_ids.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "ingest_queue_depth",
@@ -112,24 +119,22 @@ impl Metrics {
             open_incidents,
             active_alerts,
             queue_depth,
+            dedup_ids,
             agent_commands_waiting,
         }
     }
 
-    pub fn accepted(&self, source: &str) {
-        self.events
-            .get_or_create(&SourceLabels {
-                source: source.to_owned(),
-            })
-            .inc();
-    }
-
-    pub fn duplicate(&self, source: &str) {
-        self.duplicates
-            .get_or_create(&SourceLabels {
-                source: source.to_owned(),
-            })
-            .inc();
+    /// Counts events of one request from `source`: stored and duplicates.
+    pub fn events(&self, source: &str, stored: u64, duplicates: u64) {
+        let labels = SourceLabels {
+            source: source.to_owned(),
+        };
+        if stored > 0 {
+            self.events.get_or_create(&labels).inc_by(stored);
+        }
+        if duplicates > 0 {
+            self.duplicates.get_or_create(&labels).inc_by(duplicates);
+        }
     }
 
     pub fn request(&self, endpoint: &str, code: u16) {
@@ -152,6 +157,10 @@ impl Metrics {
             .set(i64::try_from(open_incidents).unwrap_or(i64::MAX));
         self.active_alerts
             .set(i64::try_from(active_alerts).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_dedup_ids(&self, n: usize) {
+        self.dedup_ids.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The text exposition, with the queue gauges read at scrape time.

@@ -12,7 +12,8 @@ use fincorp_api::now_ms;
 use fincorp_api::wire::IngestAck;
 
 use super::{ApiError, AppState};
-use crate::ingest::{Parsed, alertmanager, events};
+use crate::core::Alert;
+use crate::ingest::{alertmanager, events};
 
 /// How long a request waits for room in a full ingest queue before 503.
 pub(super) const QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -20,7 +21,7 @@ pub(super) const QUEUE_WAIT: Duration = Duration::from_secs(5);
 pub(super) async fn store(
     state: &AppState,
     endpoint: &str,
-    parsed: Result<Vec<Parsed>, ApiError>,
+    parsed: Result<Vec<Alert>, ApiError>,
 ) -> Result<Json<IngestAck>, ApiError> {
     let result = match parsed {
         Ok(alerts) => state

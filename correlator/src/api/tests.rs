@@ -34,7 +34,8 @@ fn fixture() -> Fixture {
         resolve_after_ms: 1_000,
         ..core::Config::with_defaults()
     };
-    let engine = Arc::new(Engine::open(&dir.path().join("c.db"), cfg, Arc::new(vec![])).unwrap());
+    let engine =
+        Arc::new(Engine::open(&dir.path().join("c.db"), cfg, Arc::new(vec![]), 3_600_000).unwrap());
     let bus = Arc::new(CommandBus::new([key()]));
     let runner = Runner::new(
         engine.clone(),

@@ -3,17 +3,17 @@
 
 use fincorp_api::wire::AgentBatch;
 
-use super::{IngestError, MAX_EVENTS_PER_REQUEST, Parsed, check_text};
+use super::{IngestError, MAX_EVENTS_PER_REQUEST, check_text};
 use crate::core::Alert;
 
 const MAX_ID_LEN: usize = 128;
 
 /// Parses a batch. Every event must be about the sending agent's own host.
-pub fn parse(body: &[u8]) -> Result<(AgentBatch, Vec<Parsed>), IngestError> {
+pub fn parse(body: &[u8]) -> Result<(AgentBatch, Vec<Alert>), IngestError> {
     let batch: AgentBatch =
         serde_json::from_slice(body).map_err(|e| IngestError::Json(e.to_string()))?;
     let host = batch.agent.host.as_str();
-    check_text("agent.host", host, 253)?;
+    check_text(|| "agent.host".into(), host, 253)?;
     if batch.events.len() > MAX_EVENTS_PER_REQUEST {
         return Err(IngestError::TooMany(batch.events.len()));
     }
@@ -29,11 +29,11 @@ pub fn parse(body: &[u8]) -> Result<(AgentBatch, Vec<Parsed>), IngestError> {
                 ),
             ));
         }
-        check_text(&at("id"), &e.id, MAX_ID_LEN)?;
-        check_text(&at("fingerprint"), &e.fingerprint, MAX_ID_LEN)?;
-        check_text(&at("name"), &e.name, 128)?;
+        check_text(|| at("id"), &e.id, MAX_ID_LEN)?;
+        check_text(|| at("fingerprint"), &e.fingerprint, MAX_ID_LEN)?;
+        check_text(|| at("name"), &e.name, 128)?;
         if let Some(app) = &e.app {
-            check_text(&at("app"), app, 128)?;
+            check_text(|| at("app"), app, 128)?;
         }
         if !e.value.is_finite() || !e.threshold.is_finite() {
             return Err(IngestError::field(
@@ -58,7 +58,7 @@ pub fn parse(body: &[u8]) -> Result<(AgentBatch, Vec<Parsed>), IngestError> {
             starts_at_ms: e.starts_at_ms,
             at_ms: e.at_ms,
         };
-        out.push((alert, serde_json::to_string(e).expect("events serialise")));
+        out.push(alert);
     }
     Ok((batch, out))
 }

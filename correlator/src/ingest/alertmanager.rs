@@ -13,9 +13,7 @@ use fincorp_api::UnixMs;
 use fincorp_api::wire::{AlertStatus, Severity};
 use serde::Deserialize;
 
-use super::{
-    IngestError, MAX_EVENTS_PER_REQUEST, Parsed, check_text, digest, fingerprint, rfc3339_ms,
-};
+use super::{IngestError, MAX_EVENTS_PER_REQUEST, check_text, digest, fingerprint, rfc3339_ms};
 use crate::core::Alert;
 
 /// How Alertmanager labels map onto our alerts.
@@ -77,7 +75,7 @@ struct AmAlert {
 }
 
 /// Parses a webhook body received at `now`.
-pub fn parse(body: &[u8], mapping: &Mapping, now: UnixMs) -> Result<Vec<Parsed>, IngestError> {
+pub fn parse(body: &[u8], mapping: &Mapping, now: UnixMs) -> Result<Vec<Alert>, IngestError> {
     let hook: Webhook =
         serde_json::from_slice(body).map_err(|e| IngestError::Json(e.to_string()))?;
     if hook.version != "4" {
@@ -117,7 +115,7 @@ fn normalise(
     receiver: &str,
     m: &Mapping,
     now: UnixMs,
-) -> Result<Parsed, IngestError> {
+) -> Result<Alert, IngestError> {
     let at = |f: &str| format!("alerts[{i}].{f}");
     let status = match a.status.as_str() {
         "firing" => AlertStatus::Firing,
@@ -130,14 +128,14 @@ fn normalise(
         }
     };
     let name = a.labels.get("alertname").cloned().unwrap_or_default();
-    check_text(&at("labels.alertname"), &name, 128)?;
+    check_text(|| at("labels.alertname"), &name, 128)?;
     let host = match first_label(&a.labels, &m.host_labels) {
         // `instance` is usually host:port.
         Some(("instance", v)) => strip_port(v).to_owned(),
         Some((_, v)) => v.to_owned(),
         None => m.default_host.clone(),
     };
-    check_text(&at("labels.<host>"), &host, 253)?;
+    check_text(|| at("labels.<host>"), &host, 253)?;
     let app = first_label(&a.labels, &m.app_labels).map(|(_, v)| v.to_owned());
     let severity = match a.labels.get(&m.severity_label) {
         None => m.default_severity,
@@ -147,15 +145,15 @@ fn normalise(
             .or_else(|| m.severity_map.get(v).copied())
             .unwrap_or(m.default_severity),
     };
-    let starts_at_ms = rfc3339_ms(&at("startsAt"), &a.starts_at)?;
+    let starts_at_ms = rfc3339_ms(|| at("startsAt"), &a.starts_at)?;
     // Alertmanager sends 0001-01-01T00:00:00Z for "no end".
     let ends_at_ms = match a.ends_at.as_deref() {
-        Some(t) if !t.starts_with("0001-") => Some(rfc3339_ms(&at("endsAt"), t)?),
+        Some(t) if !t.starts_with("0001-") => Some(rfc3339_ms(|| at("endsAt"), t)?),
         _ => None,
     };
     let fingerprint = match &a.fingerprint {
         Some(fp) if !fp.is_empty() => {
-            check_text(&at("fingerprint"), fp, 128)?;
+            check_text(|| at("fingerprint"), fp, 128)?;
             format!("am:{fp}")
         }
         _ => format!(
@@ -189,31 +187,27 @@ fn normalise(
             .entry("am_receiver".into())
             .or_insert_with(|| receiver.to_owned());
     }
-    let payload = serde_json::to_string(&a).expect("alerts serialise");
-    Ok((
-        Alert {
-            event_id,
-            source: "alertmanager".into(),
-            fingerprint,
-            status,
-            name,
-            host,
-            app,
-            severity,
-            metric: String::new(),
-            value: 0.0,
-            threshold: 0.0,
-            summary,
-            labels,
-            starts_at_ms,
-            at_ms: if status == AlertStatus::Resolved {
-                ends_at_ms.unwrap_or(now)
-            } else {
-                now
-            },
+    Ok(Alert {
+        event_id,
+        source: "alertmanager".into(),
+        fingerprint,
+        status,
+        name,
+        host,
+        app,
+        severity,
+        metric: String::new(),
+        value: 0.0,
+        threshold: 0.0,
+        summary,
+        labels,
+        starts_at_ms,
+        at_ms: if status == AlertStatus::Resolved {
+            ends_at_ms.unwrap_or(now)
+        } else {
+            now
         },
-        payload,
-    ))
+    })
 }
 
 /// `host:9100` → `host`; `[::1]:9100` → `::1`; anything else unchanged.
@@ -245,7 +239,7 @@ mod tests {
 
     #[test]
     fn labels_map_onto_host_app_and_severity() {
-        let a = &parse(HOOK.as_bytes(), &Mapping::default(), 0).unwrap()[0].0;
+        let a = &parse(HOOK.as_bytes(), &Mapping::default(), 0).unwrap()[0];
         assert_eq!(
             (a.host.as_str(), a.app.as_deref(), a.severity),
             ("core-db01", Some("FINCORP-APP-CORE"), Severity::Critical)
@@ -262,13 +256,13 @@ mod tests {
     #[test]
     fn a_repeated_notification_is_the_same_event_and_its_resolution_is_another() {
         let m = Mapping::default();
-        let first = &parse(HOOK.as_bytes(), &m, 1).unwrap()[0].0;
-        let again = &parse(HOOK.as_bytes(), &m, 60_000).unwrap()[0].0;
+        let first = &parse(HOOK.as_bytes(), &m, 1).unwrap()[0];
+        let again = &parse(HOOK.as_bytes(), &m, 60_000).unwrap()[0];
         assert_eq!(first.event_id, again.event_id);
         let resolved = HOOK
             .replace(r#""status": "firing","#, r#""status": "resolved","#)
             .replace("0001-01-01T00:00:00Z", "2026-11-22T10:05:00Z");
-        let r = &parse(resolved.as_bytes(), &m, 70_000).unwrap()[0].0;
+        let r = &parse(resolved.as_bytes(), &m, 70_000).unwrap()[0];
         assert_eq!(r.status, AlertStatus::Resolved);
         assert_eq!(r.fingerprint, first.fingerprint);
         assert_ne!(r.event_id, first.event_id);

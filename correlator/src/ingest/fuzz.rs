@@ -73,18 +73,22 @@ fn check(body: &[u8]) {
         assert!(
             alerts
                 .iter()
-                .all(|(a, _)| !a.event_id.is_empty() && !a.fingerprint.is_empty())
+                .all(|a| !a.event_id.is_empty() && !a.fingerprint.is_empty())
         );
     }
     if let Ok(alerts) = events::parse(body, 0) {
-        assert!(alerts.iter().all(|(a, _)| !a.event_id.is_empty()
-            && !a.fingerprint.is_empty()
-            && !a.host.is_empty()));
+        assert!(
+            alerts
+                .iter()
+                .all(|a| !a.event_id.is_empty() && !a.fingerprint.is_empty() && !a.host.is_empty())
+        );
     }
     if let Ok(alerts) = alertmanager::parse(body, &alertmanager::Mapping::default(), 0) {
-        assert!(alerts.iter().all(|(a, _)| !a.event_id.is_empty()
-            && !a.fingerprint.is_empty()
-            && !a.host.is_empty()));
+        assert!(
+            alerts
+                .iter()
+                .all(|a| !a.event_id.is_empty() && !a.fingerprint.is_empty() && !a.host.is_empty())
+        );
     }
 }
 

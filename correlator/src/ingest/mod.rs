@@ -1,5 +1,5 @@
 //! The ingest parsers: one per source, each a pure function from a request
-//! body to normalised [`Alert`]s, with the raw event kept for the record.
+//! body to normalised [`Alert`](crate::core::Alert)s.
 //! They never panic on input; malformed input is an [`IngestError`] naming
 //! the field at fault, which the API returns as 400.
 
@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 
 use fincorp_api::UnixMs;
 use thiserror::Error;
-
-use crate::core::Alert;
 
 pub mod agent;
 pub mod alertmanager;
@@ -37,8 +35,16 @@ impl IngestError {
     }
 }
 
-/// A parsed alert and the JSON of the event it came from.
-pub type Parsed = (Alert, String);
+/// Lowercase hex of `bytes`, without per-character allocation.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
 
 /// The hex SHA-256 of `parts` joined by NUL, cut to `len` hex characters.
 pub(crate) fn digest(parts: &[&str], len: usize) -> String {
@@ -49,9 +55,8 @@ pub(crate) fn digest(parts: &[&str], len: usize) -> String {
         }
         ctx.update(p.as_bytes());
     }
-    let mut hex = hex::encode(ctx.finish().as_ref());
-    hex.truncate(len);
-    hex
+    let d = ctx.finish();
+    to_hex(&d.as_ref()[..len.div_ceil(2).min(32)])[..len].to_owned()
 }
 
 /// A fingerprint from an alert's identity: source, host, app, name, labels.
@@ -62,27 +67,43 @@ pub(crate) fn fingerprint(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> String {
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    digest(
-        &[source, host, app.unwrap_or(""), name, &labels.join("\u{1}")],
-        32,
-    )
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [source, host, app.unwrap_or(""), name] {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\0");
+    }
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            ctx.update(b"\x01");
+        }
+        ctx.update(k.as_bytes());
+        ctx.update(b"=");
+        ctx.update(v.as_bytes());
+    }
+    to_hex(&ctx.finish().as_ref()[..16])
 }
 
 /// Checks a short identifier-like text field.
-pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), IngestError> {
+/// `field` names it, and is only called when there is an error to report.
+pub(crate) fn check_text(
+    field: impl Fn() -> String,
+    value: &str,
+    max: usize,
+) -> Result<(), IngestError> {
     if value.trim().is_empty() {
-        return Err(IngestError::field(field, "must not be empty"));
+        return Err(IngestError::field(field(), "must not be empty"));
     }
     if value.len() > max {
         return Err(IngestError::field(
-            field,
+            field(),
             format!("longer than {max} bytes"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value.bytes().any(|b| b < 0x20 || b == 0x7f)
+        || (!value.is_ascii() && value.chars().any(char::is_control))
+    {
         return Err(IngestError::field(
-            field,
+            field(),
             "must not contain control characters",
         ));
     }
@@ -90,10 +111,10 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Ing
 }
 
 /// Parses an RFC 3339 time into Unix ms.
-pub(crate) fn rfc3339_ms(field: &str, text: &str) -> Result<UnixMs, IngestError> {
+pub(crate) fn rfc3339_ms(field: impl Fn() -> String, text: &str) -> Result<UnixMs, IngestError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| IngestError::field(field, format!("not an RFC 3339 time ({e}): {text:?}")))
+        .map_err(|e| IngestError::field(field(), format!("not an RFC 3339 time ({e}): {text:?}")))
 }
 
 #[cfg(test)]

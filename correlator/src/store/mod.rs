@@ -23,7 +23,8 @@ use thiserror::Error;
 use crate::core::{self, Effect, Incident, Status};
 
 pub mod audit;
-mod schema;
+pub mod dedup;
+pub(crate) mod schema;
 pub mod silences;
 
 #[derive(Debug, Error)]
@@ -231,27 +232,40 @@ impl Store {
     }
 }
 
-/// Stores an event id; false when it was already stored (a resend).
+/// Logs an event and records its id; false when the id was seen within the
+/// dedup window (a resend), in which case nothing is written.
 pub fn insert_event(
-    tx: &Transaction<'_>,
+    log: &mut rusqlite::CachedStatement<'_>,
+    dedup: &mut dedup::Dedup,
     alert: &core::Alert,
-    payload: &str,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO events(id, received_at_ms, source, host, fingerprint, status, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    let n = stmt.execute(params![
+    let key = schema::event_key(&alert.event_id);
+    if !dedup.insert(key, now) {
+        return Ok(false);
+    }
+    log.execute(params![
+        key.as_slice(),
         alert.event_id,
         now,
         alert.source,
-        alert.host,
         alert.fingerprint,
-        alert.status.as_str(),
-        payload
+        alert.status.as_str()
     ])?;
-    Ok(n == 1)
+    Ok(true)
+}
+
+/// The statement [`insert_event`] writes the event log with.
+pub fn event_log<'c>(tx: &'c Transaction<'_>) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    Ok(tx.prepare_cached(
+        "INSERT INTO events(key, id, received_at_ms, source, fingerprint, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?)
+}
+
+/// Deletes logged events older than the dedup window (they can no longer
+/// be recognised as resends anyway). Returns how many.
+pub fn prune_events(conn: &Connection, before_ms: UnixMs) -> Result<usize, StoreError> {
+    Ok(conn.execute("DELETE FROM events WHERE received_at_ms < ?1", [before_ms])?)
 }
 
 /// Appends a timeline entry.
@@ -354,23 +368,9 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
                 &json!({"fingerprint": alert.fingerprint, "source": alert.source, "reason": reason}),
             )?;
         }
-        Effect::AlertRefreshed {
-            incident_id: Some(incident_id),
-            alert,
-        } => {
-            tx.prepare_cached(
-                "UPDATE alerts SET value = ?3, updated_at_ms = ?4
-                 WHERE fingerprint = ?1 AND incident_id = ?2 AND status = 'firing'",
-            )?
-            .execute(params![alert.fingerprint, incident_id, alert.value, now])?;
-        }
-        Effect::AlertRefreshed {
-            incident_id: None,
-            alert,
-        } => {
-            tx.prepare_cached("UPDATE silenced_alerts SET value = ?2 WHERE fingerprint = ?1 AND status = 'firing'")?
-                .execute(params![alert.fingerprint, alert.value])?;
-        }
+        // A repeat of a firing alert is not a transition: its event is stored
+        // (dedup, record) but the alert's row is left as it was.
+        Effect::AlertRefreshed { .. } => {}
         Effect::AlertSilenced { alert, silence_id } => {
             tx.prepare_cached(
                 "INSERT INTO silenced_alerts(fingerprint, starts_at_ms, silence_id, source, name, host, app, severity,

@@ -1,14 +1,21 @@
 //! Schema migrations, applied in order and tracked in `PRAGMA user_version`.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, params};
 
 use super::StoreError;
 
+/// One step up: plain SQL, or code for what SQL cannot do alone.
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&Transaction<'_>) -> Result<(), StoreError>),
+}
+
 /// Each entry moves the schema one version up. Never edit a released entry;
 /// append a new one.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: the walking skeleton.
-    "
+    Migration::Sql(
+        "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE events (
         id TEXT PRIMARY KEY,
@@ -95,9 +102,11 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (system, sys_id)
     );
-    ",
+        ",
+    ),
     // 2: the correlator in depth: labels, lifecycle, silences, audit.
-    "
+    Migration::Sql(
+        "
     ALTER TABLE alerts ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE alerts ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
@@ -150,7 +159,11 @@ const MIGRATIONS: &[&str] = &[
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL
     );
-    ",
+        ",
+    ),
+    // 3: the dedup log: append-only, keyed by 16 bytes of SHA-256 of the
+    // event id; raw payloads are no longer kept.
+    Migration::Code(events_v3),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -164,17 +177,67 @@ pub(super) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), St
     if found > known {
         return Err(StoreError::TooNew { found, known });
     }
-    for (i, sql) in MIGRATIONS
+    for (i, m) in MIGRATIONS
         .iter()
         .enumerate()
         .take(version)
         .skip(found as usize)
     {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        match m {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Code(f) => f(&tx)?,
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
+    Ok(())
+}
+
+/// The dedup key of an event id: the first 16 bytes of its SHA-256.
+pub fn event_key(id: &str) -> [u8; 16] {
+    let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&d.as_ref()[..16]);
+    key
+}
+
+/// The events table becomes an append-only log (cheap sequential inserts);
+/// uniqueness is enforced in memory over the dedup window (see `dedup`).
+fn events_v3(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE events_v3 (
+             key BLOB NOT NULL,
+             id TEXT NOT NULL,
+             received_at_ms INTEGER NOT NULL,
+             source TEXT NOT NULL,
+             fingerprint TEXT NOT NULL,
+             status TEXT NOT NULL
+         );",
+    )?;
+    {
+        let mut read = tx.prepare("SELECT id, received_at_ms, source, fingerprint, status FROM events ORDER BY received_at_ms")?;
+        let mut write = tx.prepare(
+            "INSERT INTO events_v3(key, id, received_at_ms, source, fingerprint, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            write.execute(params![
+                event_key(&id).as_slice(),
+                id,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?
+            ])?;
+        }
+    }
+    tx.execute_batch(
+        "DROP TABLE events;
+         ALTER TABLE events_v3 RENAME TO events;
+         CREATE INDEX events_received ON events(received_at_ms);",
+    )?;
     Ok(())
 }
 
@@ -207,6 +270,28 @@ mod tests {
         assert_eq!(v, MIGRATIONS.len() as i64);
         // Running again is a no-op.
         migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn events_keep_their_ids_through_the_dedup_log_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 2).unwrap();
+        conn.execute(
+            "INSERT INTO events(id, received_at_ms, source, host, fingerprint, status, payload)
+             VALUES ('ev-1', 1, 'agent', 'h', 'fp', 'firing', '{}')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (key, id): (Vec<u8>, String) = conn
+            .query_row("SELECT key, id FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (key.as_slice(), id.as_str()),
+            (event_key("ev-1").as_slice(), "ev-1")
+        );
     }
 
     #[test]

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: the correlator against Prometheus Alertmanager, same load,
+one after the other, on this machine.
+
+Load (both tools): wrk POSTs batches of 10 distinct alerts, cycling over
+1000 hosts x 5 apps. Alertmanager gets them at /api/v2/alerts (its own API);
+the correlator at /api/v1/ingest/events, each event with a fresh id so that
+every one is stored durably (SQLite WAL, synchronous=FULL), correlated and
+committed before the 2xx. Then a memory phase loads 100,000 distinct active
+alerts (1000 hosts x 5 apps x 20 alert names) into each and reports RSS per
+active alert.
+
+Usage: correlator/bench/ingest.py [--duration 20] [--connections 32]
+Needs: wrk, prometheus-alertmanager (apt-get install wrk prometheus-alertmanager),
+and a release build (the script runs cargo build --release itself).
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+HOSTS, APPS = 1000, 5
+APP_NAMES = ["FINCORP-APP-TRANSPROC", "FINCORP-APP-HFT", "FINCORP-APP-CRM", "FINCORP-APP-CORE", "FINCORP-APP-INSURANCE"]
+
+LUA = r"""
+-- Batches of 10 distinct alerts over %(hosts)d hosts x %(apps)d apps x %(names)d names.
+local apps = {"FINCORP-APP-TRANSPROC", "FINCORP-APP-HFT", "FINCORP-APP-CRM", "FINCORP-APP-CORE", "FINCORP-APP-INSURANCE"}
+local space = %(hosts)d * %(apps)d * %(names)d
+local counter = 0
+local tid = 0
+setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
+init = function(args) counter = 0 end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local parts = {}
+  for i = 0, 9 do
+    local k = (counter * 10 + i) %% space
+    local host = "host-" .. (k %% %(hosts)d)
+    local app = apps[(math.floor(k / %(hosts)d) %% %(apps)d) + 1]
+    local name = "HighCPU" .. math.floor(k / (%(hosts)d * %(apps)d))
+    parts[#parts + 1] = %(item)s
+  end
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, %(wrap_open)s .. table.concat(parts, ",") .. %(wrap_close)s)
+end
+"""
+
+AM_ITEM = r"""'{"labels":{"alertname":"' .. name .. '","host":"' .. host .. '","app":"' .. app .. '","severity":"warning"},"annotations":{"summary":"cpu high"},"startsAt":"' .. os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() - 60) .. '"}'"""
+EV_ITEM = r"""'{"id":"t' .. tid .. '-' .. counter .. '-' .. i .. '","source":"prometheus","name":"' .. name .. '","host":"' .. host .. '","app":"' .. app .. '","severity":"warning","summary":"cpu high"}'"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_up(url, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not come up")
+
+
+def lua(path, item, wrap_open, wrap_close, names):
+    with open(path, "w") as f:
+        f.write(LUA % {"hosts": HOSTS, "apps": APPS, "names": names, "item": item,
+                       "wrap_open": wrap_open, "wrap_close": wrap_close})
+
+
+def wrk(url, script, duration, connections):
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    p50 = re.search(r"\s50%\s+(\S+)", out).group(1)
+    p99 = re.search(r"\s99%\s+(\S+)", out).group(1)
+    return {"rps": rps, "requests": total, "non2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(0) if errors else "", "p50": p50, "p99": p99}
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(req, timeout=60).status
+
+
+def fill(url, kind, names):
+    """Posts HOSTS x APPS x names distinct alerts once, in batches of 500."""
+    batch, n = [], 0
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    for k in range(HOSTS * APPS * names):
+        host, app, name = f"host-{k % HOSTS}", APP_NAMES[(k // HOSTS) % APPS], f"HighCPU{k // (HOSTS * APPS)}"
+        if kind == "am":
+            batch.append({"labels": {"alertname": name, "host": host, "app": app, "severity": "warning"},
+                          "annotations": {"summary": "cpu high"}, "startsAt": started})
+        else:
+            batch.append({"id": f"fill-{k}", "source": "prometheus", "name": name, "host": host, "app": app,
+                          "severity": "warning"})
+        if len(batch) == 500:
+            post(url, batch if kind == "am" else {"events": batch})
+            batch, n = [], n + 500
+    if batch:
+        post(url, batch if kind == "am" else {"events": batch})
+
+
+def run_alertmanager(tmp, args, names):
+    port = free_port()
+    cfg = os.path.join(tmp, "am.yml")
+    with open(cfg, "w") as f:
+        f.write("route:\n  receiver: 'null'\n  group_by: [host]\n  group_wait: 30s\n  group_interval: 5m\n"
+                "  repeat_interval: 4h\nreceivers:\n  - name: 'null'\n")
+    proc = subprocess.Popen(["prometheus-alertmanager", f"--config.file={cfg}", f"--storage.path={tmp}/am",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}", "/api/v2/alerts", "/-/ready"
+
+
+def run_correlator(tmp, args, names):
+    port = free_port()
+    os.makedirs(f"{tmp}/pb", exist_ok=True)
+    cfg = os.path.join(tmp, "correlator.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"version: 1\nlisten: 127.0.0.1:{port}\nstate_dir: {tmp}/state\nagent_auth:\n  keys:\n"
+                "    - id: fleet\n      secret: { env: FINCORP_AGENT_KEY }\nplaybooks_dir: pb\n")
+    env = dict(os.environ, FINCORP_AGENT_KEY="bench-key-0123456789abcdef0123", RUST_LOG="warn")
+    proc = subprocess.Popen([os.path.join(ROOT, "target/release/fincorp-correlator"), "--config", cfg],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}", "/api/v1/ingest/events", "/healthz"
+
+
+def measure(name, start, item, wrap, args):
+    print(f"\n== {name}", flush=True)
+    result = {}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        # Throughput.
+        proc, base, path, health = start(tmp, args, 1)
+        try:
+            wait_up(base + health)
+            script = os.path.join(tmp, "load.lua")
+            lua(script, item, *wrap, names=1)
+            cpu0 = cpu_seconds(proc.pid)
+            w = wrk(base + path, script, args.duration, args.connections)
+            cpu = (cpu_seconds(proc.pid) - cpu0) / args.duration
+            result.update(alerts_per_s=w["rps"] * 10, requests=w["requests"], non2xx=w["non2xx"],
+                          socket_errors=w["socket_errors"], p50=w["p50"], p99=w["p99"], cpu_cores=cpu,
+                          rss_mib_after_load=rss_kib(proc.pid) / 1024)
+            print(f"   {w['rps'] * 10:,.0f} alerts/s ({w['rps']:,.0f} requests/s, p50 {w['p50']}, p99 {w['p99']}), "
+                  f"{cpu:.2f} cores, non-2xx {w['non2xx']} {w['socket_errors']}", flush=True)
+            if name == "correlator":
+                db = sqlite3.connect(f"file:{tmp}/state/correlator.db?mode=ro", uri=True)
+                stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+                result["events_stored"] = stored
+                print(f"   events durably stored: {stored:,} (requests x 10 = {w['requests'] * 10:,}, "
+                      f"the difference is requests in flight when wrk stopped)", flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-mem-") as tmp:
+        # Memory per active alert.
+        proc, base, path, health = start(tmp, args, args.names)
+        try:
+            wait_up(base + health)
+            time.sleep(1)
+            before = rss_kib(proc.pid)
+            n = HOSTS * APPS * args.names
+            t0 = time.time()
+            fill(base + path, "am" if name == "alertmanager" else "ev", args.names)
+            time.sleep(2)
+            after = rss_kib(proc.pid)
+            per = (after - before) * 1024 / n
+            result.update(active_alerts=n, rss_mib_idle=before / 1024, rss_mib_loaded=after / 1024, bytes_per_alert=per)
+            print(f"   {n:,} active alerts loaded in {time.time() - t0:.1f}s: RSS {before / 1024:.1f} -> "
+                  f"{after / 1024:.1f} MiB = {per:,.0f} bytes per active alert", flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=20, help="seconds of wrk load per tool")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--names", type=int, default=20, help="alert names in the memory phase (x 5000 alerts)")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    for tool in ("wrk", "prometheus-alertmanager"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install wrk prometheus-alertmanager")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "fincorp-correlator"], cwd=ROOT, check=True)
+    am = measure("alertmanager", run_alertmanager, AM_ITEM, ("'['", "']'"), args)
+    co = measure("correlator", run_correlator, EV_ITEM, ("'{\"events\":['", "']}'"), args)
+    ratio = co["alerts_per_s"] / am["alerts_per_s"]
+    print("\n== summary (same machine, same load, one after the other)")
+    print(f"   {'':24} {'alerts/s':>12} {'cores':>6} {'RSS MiB':>8} {'bytes/active alert':>19}")
+    for name, r in (("prometheus-alertmanager", am), ("fincorp-correlator", co)):
+        print(f"   {name:24} {r['alerts_per_s']:>12,.0f} {r['cpu_cores']:>6.2f} {r['rss_mib_loaded']:>8.1f} {r['bytes_per_alert']:>19,.0f}")
+    print(f"   ratio (correlator / alertmanager): {ratio:.2f}x alerts/s (target >= 5x, durable); "
+          f"memory {co['bytes_per_alert']:,.0f} B per active alert (target <= 1024 B)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"alertmanager": am, "correlator": co, "ratio": ratio}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
