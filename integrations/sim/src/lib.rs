@@ -3,8 +3,9 @@
 //! Each simulator lives in its own module, follows the vendor's documented
 //! API, and documents which behaviours it simulates and which it does not.
 //! Production crates never depend on this crate; `fincorp-integrations` uses
-//! it only as a dev-dependency. Today: [`servicenow`] (the Table API). A
-//! vSphere Automation REST simulator will sit beside it.
+//! it only as a dev-dependency: [`servicenow`] (Table API, Event
+//! Management, OAuth) and [`vsphere`] (vSphere Automation REST).
 #![forbid(unsafe_code)]
 
 pub mod servicenow;
+pub mod vsphere;

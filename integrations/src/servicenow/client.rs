@@ -1,55 +1,83 @@
-//! The ServiceNow Table API client: idempotent incident creation keyed by
-//! correlation_id, updates, work notes and resolution, with retries.
+//! The ServiceNow client: idempotent incident creation keyed by
+//! correlation_id, updates, work notes and resolution on the Table API;
+//! events to Event Management; basic auth or OAuth; retries throughout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 use tracing::{debug, info, warn};
 
 use super::error::ServiceNowError;
-use super::retry::{Retry, delay_before_next, parse_retry_after, random_u64};
-use super::types::{Ensured, NewIncident, PlannedRequest, RetryPolicy, ServiceNowConfig, Ticket};
+use super::event::{EmEvent, EventsAccepted, events_accepted, events_body};
+use super::mapping::FieldMapping;
+use super::oauth::{Bearer, Grant, TokenSource, token_response};
+use super::types::{
+    Ensured, NewIncident, OAuthConfig, ServiceNowConfig, ServiceNowOptions, Ticket,
+    check_field_name, require,
+};
+use crate::http::{
+    content_type, endpoint, error_chain, looks_like_json, millis, parse_base_url, redirect_message,
+    unstructured_message,
+};
+use crate::plan::{PlannedRequest, REDACTED_BASIC, REDACTED_BEARER};
+use crate::retry::{Retry, RetryPolicy, delay_before_next, random_u64};
 
 const INCIDENT_TABLE: &str = "api/now/table/incident";
+const EM_EVENTS: &str = "api/global/em/jsonv2";
+const OAUTH_TOKEN: &str = "oauth_token.do";
 const JSON: &str = "application/json";
-/// What plans show instead of the credentials.
-const REDACTED_AUTHORIZATION: &str = "Basic <redacted>";
+const FORM: &str = "application/x-www-form-urlencoded";
 /// Prune the per-key lock map once it holds this many entries.
 const LOCK_MAP_PRUNE_AT: usize = 256;
-/// How much of a non-JSON error body goes into an error message.
-const SNIPPET_CHARS: usize = 200;
+/// The incident states a client may set ("4"/"5" do not exist in the
+/// default incident choice list).
+const STATES: &[&str] = &["1", "2", "3", "6", "7", "8"];
 
-/// A ServiceNow client. Cheap to clone; clones share the connection pool and
-/// the per-correlation_id locks.
+/// A ServiceNow client. Cheap to clone; clones share the connection pool,
+/// the OAuth token and the per-correlation_id locks.
 #[derive(Clone)]
 pub struct ServiceNowClient {
     inner: Arc<Inner>,
     retry: RetryPolicy,
+    mapping: Arc<FieldMapping>,
 }
 
 struct Inner {
     http: reqwest::Client,
     /// The instance URL, ending in `/`.
     base: Url,
-    username: String,
-    password: String,
+    auth: Auth,
     /// correlation_id → the lock serialising `ensure_incident` for it. Weak,
     /// so a key's lock disappears once nobody holds it.
     locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
+/// How requests are authenticated.
+enum Auth {
+    /// Basic auth on every request.
+    Basic { username: String, password: String },
+    /// A bearer token from `/oauth_token.do`.
+    OAuth(TokenSource),
+}
+
 impl fmt::Debug for ServiceNowClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceNowClient")
-            .field("url", &self.inner.base.as_str())
-            .field("username", &self.inner.username)
-            .field("password", &"<redacted>")
-            .field("retry", &self.retry)
-            .finish()
+        let mut s = f.debug_struct("ServiceNowClient");
+        s.field("url", &self.inner.base.as_str());
+        match &self.inner.auth {
+            Auth::Basic { username, .. } => s
+                .field("auth", &"basic")
+                .field("username", username)
+                .field("password", &"<redacted>"),
+            Auth::OAuth(source) => s.field("auth", &"oauth").field("oauth", source),
+        };
+        s.field("retry", &self.retry).finish_non_exhaustive()
     }
 }
 
@@ -61,26 +89,21 @@ struct Prepared {
     body: Option<Value>,
 }
 
-impl Prepared {
-    fn headers(&self, authorization: &str) -> Vec<(String, String)> {
-        let mut headers = vec![
-            ("Accept".to_owned(), JSON.to_owned()),
-            ("Authorization".to_owned(), authorization.to_owned()),
-        ];
-        if self.body.is_some() {
-            headers.push(("Content-Type".to_owned(), JSON.to_owned()));
-        }
-        headers
-    }
+/// A request body as sent.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Empty,
+    Json(&'a Value),
+    /// Form-encoded, secret (an OAuth grant): never logged.
+    Form(&'a str),
+}
 
-    fn planned(&self) -> PlannedRequest {
-        PlannedRequest {
-            method: self.method.to_string(),
-            url: self.url.to_string(),
-            headers: self.headers(REDACTED_AUTHORIZATION),
-            body: self.body.clone(),
-        }
-    }
+/// What authenticates one exchange.
+enum Credential {
+    Basic,
+    Bearer(Bearer),
+    /// `/oauth_token.do` authenticates with the form's client credentials.
+    None,
 }
 
 /// A failed attempt and whether it may be retried.
@@ -89,48 +112,19 @@ struct Failure {
     retry: Retry,
 }
 
-fn parse_base(url: &str) -> Result<Url, ServiceNowError> {
-    // Never echo the URL: it might carry credentials.
-    let mut base = Url::parse(url.trim()).map_err(|e| {
-        ServiceNowError::Config(format!("the instance url is not a valid URL: {e}"))
-    })?;
-    if !matches!(base.scheme(), "http" | "https") {
-        return Err(ServiceNowError::Config(format!(
-            "the instance url must be http or https, not {}",
-            base.scheme()
-        )));
+impl Failure {
+    fn fatal(error: ServiceNowError) -> Self {
+        Self {
+            error,
+            retry: Retry::No,
+        }
     }
-    if !base.username().is_empty() || base.password().is_some() {
-        return Err(ServiceNowError::Config(
-            "the instance url must not contain credentials; use username and password".into(),
-        ));
-    }
-    if base.query().is_some() || base.fragment().is_some() {
-        return Err(ServiceNowError::Config(
-            "the instance url must not have a query or fragment".into(),
-        ));
-    }
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    Ok(base)
 }
 
 /// Escapes a value for an encoded query: `^` is written `^^`, so a value
 /// cannot end the condition and inject another.
 pub(crate) fn encode_query_value(value: &str) -> String {
     value.replace('^', "^^")
-}
-
-fn require(field: &'static str, value: &str) -> Result<(), ServiceNowError> {
-    if value.trim().is_empty() {
-        return Err(ServiceNowError::InvalidInput {
-            field,
-            reason: "must not be empty".into(),
-        });
-    }
-    Ok(())
 }
 
 /// A record's field as text: ServiceNow sends strings, or
@@ -191,77 +185,56 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// ServiceNow's error message from an error body
-/// (`{"error":{"message","detail"},"status":"failure"}`), else a short,
-/// printable snippet of whatever came back.
+/// ServiceNow's error message from an error body: the Table API's
+/// `{"error":{"message","detail"},"status":"failure"}` or the OAuth
+/// endpoint's `{"error":"server_error","error_description":"access_denied"}`;
+/// else a short, printable snippet of whatever came back.
 pub(crate) fn error_message(status: StatusCode, content_type: &str, body: &[u8]) -> String {
     let doc = serde_json::from_slice::<Value>(body).ok();
-    if let Some(Value::Object(error)) = doc.as_ref().and_then(|d| d.get("error")) {
-        let text = |k: &str| {
-            error
-                .get(k)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        match (text("message"), text("detail")) {
-            (Some(m), Some(d)) => return format!("{m}: {d}"),
-            (Some(m), None) => return m.to_owned(),
-            (None, Some(d)) => return d.to_owned(),
-            (None, None) => {}
+    let text = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    match doc.as_ref().and_then(|d| d.get("error")) {
+        Some(Value::Object(error)) => {
+            match (text(error.get("message")), text(error.get("detail"))) {
+                (Some(m), Some(d)) => return format!("{m}: {d}"),
+                (Some(m), None) => return m,
+                (None, Some(d)) => return d,
+                (None, None) => {}
+            }
         }
+        Some(code @ Value::String(_)) => {
+            let description = text(doc.as_ref().and_then(|d| d.get("error_description")));
+            match (description, text(Some(code))) {
+                (Some(d), Some(c)) => return format!("{d} ({c})"),
+                (None, Some(c)) => return c,
+                _ => {}
+            }
+        }
+        _ => {}
     }
-    let snippet: String = String::from_utf8_lossy(body)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(SNIPPET_CHARS)
-        .collect();
-    let snippet = snippet.split_whitespace().collect::<Vec<_>>().join(" ");
-    let reason = status.canonical_reason().unwrap_or("error");
-    if snippet.is_empty() {
-        reason.to_owned()
-    } else if content_type.is_empty() {
-        format!("{reason}: {snippet}")
-    } else {
-        format!("{reason} ({content_type}): {snippet}")
-    }
-}
-
-/// Whether a success response is the Table API's JSON, as opposed to the HTML
-/// page a hibernating developer instance serves.
-fn looks_like_json(content_type: &str, body: &[u8]) -> bool {
-    content_type.to_ascii_lowercase().contains("json")
-        && body.trim_ascii_start().first() != Some(&b'<')
-}
-
-/// The chain of causes of a transport error, for the message.
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    if error.is_timeout() && !text.contains("timed out") {
-        text.push_str(" (timed out)");
-    }
-    text
-}
-
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
+    unstructured_message(status, content_type, body)
 }
 
 impl ServiceNowClient {
-    /// Checks the configuration and builds the HTTP client (rustls with the
-    /// ring provider, the configured timeout, no redirects).
+    /// A client with basic auth and default options. Checks the
+    /// configuration and builds the HTTP client (rustls with the ring
+    /// provider, the configured timeout, no redirects).
     pub fn new(cfg: ServiceNowConfig) -> Result<Self, ServiceNowError> {
-        let base = parse_base(&cfg.url)?;
+        Self::with_options(cfg, ServiceNowOptions::default())
+    }
+
+    /// A client with OAuth and/or a field mapping and/or a retry policy.
+    /// With OAuth, `cfg.username`/`cfg.password` are the resource owner's
+    /// credentials for the password grant.
+    pub fn with_options(
+        cfg: ServiceNowConfig,
+        options: ServiceNowOptions,
+    ) -> Result<Self, ServiceNowError> {
+        let base = parse_base_url(&cfg.url, "instance").map_err(ServiceNowError::Config)?;
         if cfg.username.trim().is_empty() {
             return Err(ServiceNowError::Config("username must not be empty".into()));
         }
@@ -283,8 +256,49 @@ impl ServiceNowClient {
                 "timeout must be greater than zero".into(),
             ));
         }
+        if let Err(problems) = options.field_mapping.validate() {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key_path, p.message))
+                .collect();
+            return Err(ServiceNowError::Config(format!(
+                "field mapping: {}",
+                text.join("; ")
+            )));
+        }
+        let auth = match options.oauth {
+            None => Auth::Basic {
+                username: cfg.username,
+                password,
+            },
+            Some(OAuthConfig {
+                client_id,
+                client_secret,
+            }) => {
+                if client_id.trim().is_empty() {
+                    return Err(ServiceNowError::Config(
+                        "oauth client_id must not be empty".into(),
+                    ));
+                }
+                let secret = client_secret
+                    .expose_str()
+                    .map_err(|e| ServiceNowError::Config(format!("oauth client_secret: {e}")))?
+                    .to_owned();
+                if secret.is_empty() {
+                    return Err(ServiceNowError::Config(
+                        "oauth client_secret must not be empty".into(),
+                    ));
+                }
+                Auth::OAuth(TokenSource::new(
+                    client_id.trim().to_owned(),
+                    secret,
+                    cfg.username,
+                    password,
+                ))
+            }
+        };
         let http = fincorp_api::http::client_builder(cfg.timeout)
-            // A redirect from the Table API is never expected; following one
+            // A redirect from the instance is never expected; following one
             // could turn a POST into a GET or leave the instance.
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -293,11 +307,11 @@ impl ServiceNowClient {
             inner: Arc::new(Inner {
                 http,
                 base,
-                username: cfg.username,
-                password,
+                auth,
                 locks: std::sync::Mutex::new(HashMap::new()),
             }),
-            retry: RetryPolicy::default(),
+            retry: options.retry,
+            mapping: Arc::new(options.field_mapping),
         })
     }
 
@@ -311,6 +325,23 @@ impl ServiceNowClient {
         self.retry
     }
 
+    /// Whether requests carry an OAuth bearer token (else basic auth).
+    pub fn uses_oauth(&self) -> bool {
+        matches!(self.inner.auth, Auth::OAuth(_))
+    }
+
+    pub fn field_mapping(&self) -> &FieldMapping {
+        &self.mapping
+    }
+
+    /// `new` with the configured field mapping for `app` merged in (what
+    /// `new` says wins; see [`FieldMapping::apply`]). Pass the result to
+    /// [`ensure_incident`](Self::ensure_incident) and
+    /// [`plan_ensure`](Self::plan_ensure).
+    pub fn incident_for_app(&self, app: &str, new: &NewIncident) -> NewIncident {
+        self.mapping.apply(Some(app), new)
+    }
+
     /// Looks up an active incident by correlation_id; creates it only if none
     /// exists. Serialised per correlation_id inside this client (and its
     /// clones): concurrent callers for the same key never create two tickets.
@@ -320,7 +351,7 @@ impl ServiceNowClient {
     /// Across processes there is no lock: the lookup before every create
     /// (and before every retried create) is what prevents duplicates.
     pub async fn ensure_incident(&self, new: &NewIncident) -> Result<Ensured, ServiceNowError> {
-        require("correlation_id", &new.correlation_id)?;
+        new.validate()?;
         let lock = self.key_lock(&new.correlation_id);
         let _serialised = lock.lock().await;
 
@@ -409,15 +440,15 @@ impl ServiceNowClient {
 
     /// Appends a work note (a journal entry; earlier notes are kept).
     pub async fn add_work_note(&self, sys_id: &str, note: &str) -> Result<Ticket, ServiceNowError> {
-        require("work note", note)?;
-        let mut fields = BTreeMap::new();
-        fields.insert("work_notes".to_owned(), note.to_owned());
-        let ticket = self.update(sys_id, &fields).await?;
+        let request = self.work_note_request(sys_id, note)?;
+        let ticket = self.send_for_ticket(&request).await?;
         info!(sys_id = %ticket.sys_id, number = %ticket.number, "servicenow work note added");
         Ok(ticket)
     }
 
-    /// Sets fields (PATCH); every value is sent as a JSON string.
+    /// Sets fields (PATCH); every value is sent as a JSON string. A `state`
+    /// must be one of "1", "2", "3", "6", "7", "8"; `work_notes` and
+    /// `comments` append journal entries.
     ///
     /// A PATCH that fails in transport is retried. If it had in fact been
     /// applied, a journal field in it (`work_notes`, `comments`) is appended
@@ -427,21 +458,7 @@ impl ServiceNowClient {
         sys_id: &str,
         fields: &BTreeMap<String, String>,
     ) -> Result<Ticket, ServiceNowError> {
-        if let Some(empty) = fields.keys().find(|k| k.trim().is_empty()) {
-            return Err(ServiceNowError::InvalidInput {
-                field: "field name",
-                reason: format!("{empty:?} is not a field name"),
-            });
-        }
-        let body: Map<String, Value> = fields
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let request = Prepared {
-            method: Method::PATCH,
-            url: self.record_url(sys_id)?,
-            body: Some(Value::Object(body)),
-        };
+        let request = self.update_request(sys_id, fields)?;
         let ticket = self.send_for_ticket(&request).await?;
         debug!(sys_id = %ticket.sys_id, number = %ticket.number, fields = ?fields.keys().collect::<Vec<_>>(), "servicenow incident updated");
         Ok(ticket)
@@ -455,37 +472,98 @@ impl ServiceNowClient {
         close_code: &str,
         close_notes: &str,
     ) -> Result<Ticket, ServiceNowError> {
-        require("close_code", close_code)?;
-        require("close_notes", close_notes)?;
-        let fields: BTreeMap<String, String> = [
-            ("state", "6"),
-            ("close_code", close_code),
-            ("close_notes", close_notes),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let ticket = self.update(sys_id, &fields).await?;
+        let request = self.resolve_request(sys_id, close_code, close_notes)?;
+        let ticket = self.send_for_ticket(&request).await?;
         info!(sys_id = %ticket.sys_id, number = %ticket.number, state = %ticket.state, "servicenow incident resolved");
         Ok(ticket)
+    }
+
+    /// Sends events to Event Management (`POST /api/global/em/jsonv2`), all
+    /// in one request. Each is validated first; nothing is sent if one is
+    /// invalid.
+    ///
+    /// A POST that fails in transport or with a 5xx is retried; if it had
+    /// been applied, Event Management de-duplicates the repeat by
+    /// `message_key` into the same alert.
+    pub async fn send_events(&self, events: &[EmEvent]) -> Result<EventsAccepted, ServiceNowError> {
+        let request = self.events_request(events)?;
+        let doc = self.send(&request).await?;
+        let accepted = events_accepted(&doc).map_err(|m| self.decode_error(&request, m))?;
+        info!(
+            events = events.len(),
+            inserted = accepted.inserted,
+            "servicenow events sent"
+        );
+        Ok(accepted)
     }
 
     /// The exact HTTP requests `ensure_incident` sends when no active ticket
     /// exists: the lookup GET, then the POST. (When the lookup finds one, the
     /// POST is replaced by a PATCH of `work_notes` to it, or by nothing.)
-    /// The Authorization value is redacted.
+    /// The Authorization value is redacted. With OAuth, a token request to
+    /// `/oauth_token.do` precedes them when no valid token is held.
     pub fn plan_ensure(&self, new: &NewIncident) -> Vec<PlannedRequest> {
         vec![
-            self.lookup_request(&new.correlation_id).planned(),
-            self.create_request(new).planned(),
+            self.planned(&self.lookup_request(&new.correlation_id)),
+            self.planned(&self.create_request(new)),
         ]
     }
 
+    /// The PATCH [`update`](Self::update) sends, after the same checks.
+    pub fn plan_update(
+        &self,
+        sys_id: &str,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<PlannedRequest, ServiceNowError> {
+        Ok(self.planned(&self.update_request(sys_id, fields)?))
+    }
+
+    /// The PATCH [`add_work_note`](Self::add_work_note) sends.
+    pub fn plan_add_work_note(
+        &self,
+        sys_id: &str,
+        note: &str,
+    ) -> Result<PlannedRequest, ServiceNowError> {
+        Ok(self.planned(&self.work_note_request(sys_id, note)?))
+    }
+
+    /// The PATCH [`resolve`](Self::resolve) sends.
+    pub fn plan_resolve(
+        &self,
+        sys_id: &str,
+        close_code: &str,
+        close_notes: &str,
+    ) -> Result<PlannedRequest, ServiceNowError> {
+        Ok(self.planned(&self.resolve_request(sys_id, close_code, close_notes)?))
+    }
+
+    /// The POST [`send_events`](Self::send_events) sends.
+    pub fn plan_events(&self, events: &[EmEvent]) -> Result<PlannedRequest, ServiceNowError> {
+        Ok(self.planned(&self.events_request(events)?))
+    }
+
+    fn planned(&self, request: &Prepared) -> PlannedRequest {
+        let authorization = match self.inner.auth {
+            Auth::Basic { .. } => REDACTED_BASIC,
+            Auth::OAuth(_) => REDACTED_BEARER,
+        };
+        let mut headers = vec![
+            ("Accept".to_owned(), JSON.to_owned()),
+            ("Authorization".to_owned(), authorization.to_owned()),
+        ];
+        if request.body.is_some() {
+            headers.push(("Content-Type".to_owned(), JSON.to_owned()));
+        }
+        PlannedRequest {
+            method: request.method.to_string(),
+            url: request.url.to_string(),
+            headers,
+            body: request.body.clone(),
+        }
+    }
+
     fn table_url(&self) -> Url {
-        let mut url = self.inner.base.clone();
-        let path = format!("{}{INCIDENT_TABLE}", self.inner.base.path());
-        url.set_path(&path);
-        url
+        endpoint(&self.inner.base, INCIDENT_TABLE)
     }
 
     fn record_url(&self, sys_id: &str) -> Result<Url, ServiceNowError> {
@@ -543,6 +621,84 @@ impl ServiceNowClient {
         }
     }
 
+    fn update_request(
+        &self,
+        sys_id: &str,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<Prepared, ServiceNowError> {
+        if fields.is_empty() {
+            return Err(ServiceNowError::InvalidInput {
+                field: "fields",
+                reason: "nothing to update".into(),
+            });
+        }
+        for name in fields.keys() {
+            check_field_name(name)?;
+        }
+        if let Some(state) = fields
+            .get("state")
+            .filter(|s| !STATES.contains(&s.as_str()))
+        {
+            return Err(ServiceNowError::InvalidInput {
+                field: "state",
+                reason: format!(
+                    "{state:?} is not an incident state (1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, 8 Canceled)"
+                ),
+            });
+        }
+        let body: Map<String, Value> = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Ok(Prepared {
+            method: Method::PATCH,
+            url: self.record_url(sys_id)?,
+            body: Some(Value::Object(body)),
+        })
+    }
+
+    fn work_note_request(&self, sys_id: &str, note: &str) -> Result<Prepared, ServiceNowError> {
+        require("work note", note)?;
+        let fields = BTreeMap::from([("work_notes".to_owned(), note.to_owned())]);
+        self.update_request(sys_id, &fields)
+    }
+
+    fn resolve_request(
+        &self,
+        sys_id: &str,
+        close_code: &str,
+        close_notes: &str,
+    ) -> Result<Prepared, ServiceNowError> {
+        require("close_code", close_code)?;
+        require("close_notes", close_notes)?;
+        let fields: BTreeMap<String, String> = [
+            ("state", "6"),
+            ("close_code", close_code),
+            ("close_notes", close_notes),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        self.update_request(sys_id, &fields)
+    }
+
+    fn events_request(&self, events: &[EmEvent]) -> Result<Prepared, ServiceNowError> {
+        if events.is_empty() {
+            return Err(ServiceNowError::InvalidInput {
+                field: "events",
+                reason: "nothing to send".into(),
+            });
+        }
+        for event in events {
+            event.validate()?;
+        }
+        Ok(Prepared {
+            method: Method::POST,
+            url: endpoint(&self.inner.base, EM_EVENTS),
+            body: Some(events_body(events)),
+        })
+    }
+
     /// POSTs the incident. Before any retry, looks the correlation_id up
     /// again: a POST that failed (timed out, 5xx) may have been applied.
     /// The caller holds the key's lock.
@@ -561,7 +717,7 @@ impl ServiceNowClient {
                     warn!(
                         correlation_id = %new.correlation_id,
                         attempt,
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        wait_ms = millis(wait),
                         error = %failure.error,
                         "servicenow create failed; checking whether it was applied before retrying"
                     );
@@ -595,9 +751,27 @@ impl ServiceNowClient {
 
     /// Sends with retries; the JSON document on success.
     async fn send(&self, request: &Prepared) -> Result<Value, ServiceNowError> {
+        self.retrying(&request.method, &request.url, |attempt| {
+            self.attempt(request, attempt)
+        })
+        .await
+    }
+
+    /// Runs `once` until it succeeds, fails for good, or the attempts run
+    /// out, waiting between attempts as the policy says.
+    async fn retrying<F, Fut>(
+        &self,
+        method: &Method,
+        url: &Url,
+        mut once: F,
+    ) -> Result<Value, ServiceNowError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<Value, Failure>>,
+    {
         let mut attempt = 1;
         loop {
-            match self.attempt(request, attempt).await {
+            match once(attempt).await {
                 Ok(doc) => return Ok(doc),
                 Err(failure) => {
                     let Some(wait) =
@@ -606,10 +780,10 @@ impl ServiceNowClient {
                         return Err(failure.error);
                     };
                     warn!(
-                        method = %request.method,
-                        path = request.url.path(),
+                        method = %method,
+                        path = url.path(),
                         attempt,
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        wait_ms = millis(wait),
                         error = %failure.error,
                         "servicenow request failed; retrying"
                     );
@@ -628,19 +802,204 @@ impl ServiceNowClient {
         }
     }
 
-    /// One HTTP exchange, classified.
+    /// One attempt at an instance API request: with OAuth, a bearer token
+    /// that the instance refuses (401) is renewed once and the request sent
+    /// again.
     async fn attempt(&self, request: &Prepared, attempt: u32) -> Result<Value, Failure> {
-        let method = request.method.to_string();
-        let url = request.url.to_string();
+        let body = match &request.body {
+            Some(v) => Body::Json(v),
+            None => Body::Empty,
+        };
+        let credential = self.credential().await.map_err(Failure::fatal)?;
+        let result = self
+            .exchange(&request.method, &request.url, &credential, body, attempt)
+            .await;
+        match (&self.inner.auth, credential, result) {
+            (
+                Auth::OAuth(source),
+                Credential::Bearer(used),
+                Err(Failure {
+                    error: ServiceNowError::Auth { .. },
+                    ..
+                }),
+            ) => {
+                warn!(
+                    method = %request.method,
+                    path = request.url.path(),
+                    "servicenow refused the access token; renewing it and sending once more"
+                );
+                source.invalidate(used.generation, Instant::now());
+                let fresh = self.credential().await.map_err(Failure::fatal)?;
+                self.exchange(&request.method, &request.url, &fresh, body, attempt)
+                    .await
+            }
+            (_, _, result) => result,
+        }
+    }
+
+    /// What authenticates the next request: basic auth, or a bearer token
+    /// (obtained or renewed first when needed).
+    async fn credential(&self) -> Result<Credential, ServiceNowError> {
+        match &self.inner.auth {
+            Auth::Basic { .. } => Ok(Credential::Basic),
+            Auth::OAuth(source) => Ok(Credential::Bearer(self.bearer(source).await?)),
+        }
+    }
+
+    /// A usable access token: the held one until shortly before it expires,
+    /// else a refresh grant, else (no refresh token, or it was refused) a
+    /// password grant. One grant at a time per client; concurrent callers
+    /// wait for it and share its token.
+    async fn bearer(&self, source: &TokenSource) -> Result<Bearer, ServiceNowError> {
+        if let Some(bearer) = source.usable(Instant::now()) {
+            return Ok(bearer);
+        }
+        let _one_grant_at_a_time = source.fetching.lock().await;
+        if let Some(bearer) = source.usable(Instant::now()) {
+            return Ok(bearer);
+        }
+        let requested_at = Instant::now();
+        let (grant, response) = match source.next_grant() {
+            Grant::Refresh => match self.grant(source, Grant::Refresh).await {
+                Ok(response) => (Grant::Refresh, response),
+                Err(ServiceNowError::OAuth {
+                    status,
+                    message: refused,
+                    ..
+                }) => {
+                    warn!(
+                        status,
+                        reason = %refused,
+                        "servicenow refused the refresh token; logging in again with the password grant"
+                    );
+                    source.drop_refresh_token();
+                    let requested_at = Instant::now();
+                    let response = self
+                        .grant(source, Grant::Password)
+                        .await
+                        .map_err(|e| match e {
+                            ServiceNowError::OAuth {
+                                grant,
+                                url,
+                                status: s,
+                                message,
+                            } => ServiceNowError::OAuth {
+                                grant,
+                                url,
+                                status: s,
+                                message: format!(
+                                    "{message}; the refresh_token grant before it was refused too (HTTP {status}: {refused})"
+                                ),
+                            },
+                            other => other,
+                        })?;
+                    let bearer = source.store(response.clone(), requested_at);
+                    info!(
+                        grant = Grant::Password.name(),
+                        expires_in_s = response.lifetime.as_secs(),
+                        "servicenow oauth token obtained"
+                    );
+                    return Ok(bearer);
+                }
+                Err(other) => return Err(other),
+            },
+            Grant::Password => (Grant::Password, self.grant(source, Grant::Password).await?),
+        };
+        info!(
+            grant = grant.name(),
+            expires_in_s = response.lifetime.as_secs(),
+            "servicenow oauth token obtained"
+        );
+        Ok(source.store(response, requested_at))
+    }
+
+    /// One grant request to `/oauth_token.do`, with retries for 429, 5xx
+    /// and transport errors. A 400 or 401 is the grant being refused.
+    async fn grant(
+        &self,
+        source: &TokenSource,
+        grant: Grant,
+    ) -> Result<super::oauth::TokenResponse, ServiceNowError> {
+        let url = endpoint(&self.inner.base, OAUTH_TOKEN);
+        let form = source.form(grant).ok_or_else(|| {
+            ServiceNowError::Config("a refresh grant was attempted without a refresh token".into())
+        })?;
+        let method = Method::POST;
+        let result = self
+            .retrying(&method, &url, |attempt| {
+                self.exchange(&method, &url, &Credential::None, Body::Form(&form), attempt)
+            })
+            .await;
+        let doc = match result {
+            Ok(doc) => doc,
+            Err(ServiceNowError::Auth { url, message, .. }) => {
+                return Err(ServiceNowError::OAuth {
+                    grant: grant.name(),
+                    url,
+                    status: 401,
+                    message,
+                });
+            }
+            Err(ServiceNowError::Http {
+                url,
+                status: 400,
+                message,
+                ..
+            }) => {
+                return Err(ServiceNowError::OAuth {
+                    grant: grant.name(),
+                    url,
+                    status: 400,
+                    message,
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        token_response(&doc).map_err(|message| ServiceNowError::Decode {
+            method: method.to_string(),
+            url: url.to_string(),
+            message,
+        })
+    }
+
+    /// One HTTP exchange, classified.
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &Url,
+        credential: &Credential,
+        body: Body<'_>,
+        attempt: u32,
+    ) -> Result<Value, Failure> {
+        let method_text = method.to_string();
+        let url_text = url.to_string();
         let mut builder = self
             .inner
             .http
-            .request(request.method.clone(), request.url.clone())
-            .basic_auth(&self.inner.username, Some(&self.inner.password))
+            .request(method.clone(), url.clone())
             .header(ACCEPT, JSON);
-        if let Some(body) = &request.body {
-            builder = builder.header(CONTENT_TYPE, JSON).body(body.to_string());
+        match (credential, &self.inner.auth) {
+            (Credential::Basic, Auth::Basic { username, password }) => {
+                builder = builder.basic_auth(username, Some(password));
+            }
+            (Credential::Bearer(bearer), _) => {
+                let mut value = HeaderValue::from_str(&bearer.header).map_err(|_| {
+                    Failure::fatal(ServiceNowError::Decode {
+                        method: method_text.clone(),
+                        url: url_text.clone(),
+                        message: "the access token is not a valid header value".into(),
+                    })
+                })?;
+                value.set_sensitive(true);
+                builder = builder.header(AUTHORIZATION, value);
+            }
+            _ => {}
         }
+        builder = match body {
+            Body::Empty => builder,
+            Body::Json(v) => builder.header(CONTENT_TYPE, JSON).body(v.to_string()),
+            Body::Form(f) => builder.header(CONTENT_TYPE, FORM).body(f.to_owned()),
+        };
 
         let response = match builder.send().await {
             Ok(r) => r,
@@ -652,8 +1011,8 @@ impl ServiceNowClient {
                 };
                 return Err(Failure {
                     error: ServiceNowError::Transport {
-                        method,
-                        url,
+                        method: method_text,
+                        url: url_text,
                         message: error_chain(&e),
                     },
                     retry,
@@ -668,71 +1027,55 @@ impl ServiceNowClient {
             Err(e) => {
                 return Err(Failure {
                     error: ServiceNowError::Transport {
-                        method,
-                        url,
+                        method: method_text,
+                        url: url_text,
                         message: error_chain(&e),
                     },
                     retry: Retry::Backoff,
                 });
             }
         };
-        debug!(method = %request.method, path = request.url.path(), status = status.as_u16(), attempt, "servicenow response");
+        debug!(method = %method, path = url.path(), status = status.as_u16(), attempt, "servicenow response");
 
         if status.is_success() {
             if !looks_like_json(&content_type, &body) {
-                return Err(Failure {
-                    error: ServiceNowError::Hibernating {
-                        method,
-                        url,
-                        status: status.as_u16(),
-                        content_type,
-                    },
-                    retry: Retry::No,
-                });
+                return Err(Failure::fatal(ServiceNowError::Hibernating {
+                    method: method_text,
+                    url: url_text,
+                    status: status.as_u16(),
+                    content_type,
+                }));
             }
-            return serde_json::from_slice::<Value>(&body).map_err(|e| Failure {
-                error: ServiceNowError::Decode {
-                    method,
-                    url,
+            return serde_json::from_slice::<Value>(&body).map_err(|e| {
+                Failure::fatal(ServiceNowError::Decode {
+                    method: method_text,
+                    url: url_text,
                     message: format!("invalid JSON: {e}"),
-                },
-                retry: Retry::No,
+                })
             });
         }
 
         let message = error_message(status, &content_type, &body);
         if status == StatusCode::UNAUTHORIZED {
-            return Err(Failure {
-                error: ServiceNowError::Auth {
-                    method,
-                    url,
-                    message,
-                },
-                retry: Retry::No,
-            });
+            return Err(Failure::fatal(ServiceNowError::Auth {
+                method: method_text,
+                url: url_text,
+                message,
+            }));
         }
-        let retry = match status {
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after)
-                .map_or(Retry::Backoff, Retry::After),
-            s if s.is_server_error() => Retry::Backoff,
-            _ => Retry::No,
-        };
+        let retry = Retry::for_status(
+            status,
+            headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()),
+        );
         let message = if status.is_redirection() {
-            let location = headers
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
-            format!("unexpected redirect to {location}")
+            redirect_message(&headers)
         } else {
             message
         };
         Err(Failure {
             error: ServiceNowError::Http {
-                method,
-                url,
+                method: method_text,
+                url: url_text,
                 status: status.as_u16(),
                 message,
             },

@@ -16,12 +16,26 @@ pub enum ServiceNowError {
         message: String,
     },
 
-    /// 401: the username or password is wrong, or the account is locked.
-    /// Never retried.
+    /// 401: the username or password is wrong, or the account is locked;
+    /// with OAuth, the access token was refused even after a fresh one was
+    /// obtained. Not retried otherwise.
     #[error("servicenow {method} {url}: authentication failed (HTTP 401): {message}")]
     Auth {
         method: String,
         url: String,
+        message: String,
+    },
+
+    /// `/oauth_token.do` refused a grant (HTTP 400 or 401): wrong client id
+    /// or secret, wrong user credentials, a revoked or expired refresh
+    /// token. A refused refresh grant is followed by a password grant; this
+    /// error means that failed too (`message` then says both).
+    #[error("servicenow oauth {grant} grant at {url} refused (HTTP {status}): {message}")]
+    OAuth {
+        /// `password` or `refresh_token`.
+        grant: &'static str,
+        url: String,
+        status: u16,
         message: String,
     },
 
@@ -67,10 +81,12 @@ pub enum ServiceNowError {
 }
 
 impl ServiceNowError {
-    /// The HTTP status, for `Http` and `Auth`.
+    /// The HTTP status, for `Http`, `Auth`, `OAuth` and `Hibernating`.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ServiceNowError::Http { status, .. } => Some(*status),
+            ServiceNowError::Http { status, .. }
+            | ServiceNowError::OAuth { status, .. }
+            | ServiceNowError::Hibernating { status, .. } => Some(*status),
             ServiceNowError::Auth { .. } => Some(401),
             _ => None,
         }

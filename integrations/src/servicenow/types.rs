@@ -6,7 +6,15 @@ use std::time::Duration;
 use fincorp_api::config::Secret;
 use serde::{Deserialize, Serialize};
 
-/// Where the instance is and how to log in. `Debug` never shows the password.
+use super::error::ServiceNowError;
+use super::mapping::FieldMapping;
+use crate::retry::RetryPolicy;
+
+/// Where the instance is and who logs in. `Debug` never shows the password.
+///
+/// With basic auth (the default) `username`/`password` go on every request.
+/// With OAuth ([`ServiceNowOptions::oauth`]) they are the resource owner's
+/// credentials for the password grant, sent only to `/oauth_token.do`.
 #[derive(Debug, Clone)]
 pub struct ServiceNowConfig {
     /// The instance's base URL, e.g. `https://fincorp.service-now.com`. A path
@@ -18,28 +26,26 @@ pub struct ServiceNowConfig {
     pub timeout: Duration,
 }
 
-/// How failed requests are retried. 429 and 503 wait for `Retry-After`
-/// (capped at `max_retry_after`); other 5xx and transport errors back off
-/// exponentially with full jitter: a random wait in
-/// `[0, min(max_delay, base_delay × 2^(attempt-1))]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included (at least 1).
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    pub max_retry_after: Duration,
+/// An OAuth application registered on the instance (System OAuth →
+/// Application Registry). `Debug` never shows the secret.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
+/// Everything about the client beyond where and who: auth mode, field
+/// mapping, retries. `Default` is basic auth, no mapping, default retries,
+/// so `ServiceNowClient::new(cfg)` keeps its meaning.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceNowOptions {
+    /// Log in with OAuth (password grant, then refresh grants) instead of
+    /// sending basic auth on every request.
+    pub oauth: Option<OAuthConfig>,
+    /// Per-app default fields for new incidents; see
+    /// [`ServiceNowClient::incident_for_app`](super::ServiceNowClient::incident_for_app).
+    pub field_mapping: FieldMapping,
+    pub retry: RetryPolicy,
 }
 
 /// An incident to open unless an active one with the same `correlation_id`
@@ -67,6 +73,58 @@ pub struct NewIncident {
     pub extra: BTreeMap<String, String>,
 }
 
+impl NewIncident {
+    /// Checks what can be checked without the instance: a correlation_id
+    /// and a short_description, impact and urgency in "1".."3", field names
+    /// that can be ServiceNow columns.
+    pub fn validate(&self) -> Result<(), ServiceNowError> {
+        require("correlation_id", &self.correlation_id)?;
+        require("short_description", &self.short_description)?;
+        for (field, value) in [("urgency", &self.urgency), ("impact", &self.impact)] {
+            if let Some(v) = value.as_deref().filter(|v| !matches!(*v, "1" | "2" | "3")) {
+                return Err(ServiceNowError::InvalidInput {
+                    field,
+                    reason: format!("must be \"1\", \"2\" or \"3\", not {v:?}"),
+                });
+            }
+        }
+        for name in self.extra.keys() {
+            check_field_name(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an empty (or blank) value.
+pub(crate) fn require(field: &'static str, value: &str) -> Result<(), ServiceNowError> {
+    if value.trim().is_empty() {
+        return Err(ServiceNowError::InvalidInput {
+            field,
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a name can be a ServiceNow column: lowercase `[a-z0-9_]`,
+/// starting with a letter (custom columns are `u_...`).
+pub(crate) fn is_field_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+pub(crate) fn check_field_name(name: &str) -> Result<(), ServiceNowError> {
+    if is_field_name(name) {
+        Ok(())
+    } else {
+        Err(ServiceNowError::InvalidInput {
+            field: "field name",
+            reason: format!("{name:?} is not a ServiceNow field name (lowercase a-z, 0-9, _)"),
+        })
+    }
+}
+
 /// The result of [`ServiceNowClient::ensure_incident`](super::ServiceNowClient::ensure_incident).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ensured {
@@ -86,14 +144,4 @@ pub struct Ticket {
     pub active: bool,
     pub correlation_id: String,
     pub short_description: String,
-}
-
-/// One HTTP request as it would be sent, for dry-run plans. The
-/// Authorization header's value is always `Basic <redacted>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedRequest {
-    pub method: String,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<serde_json::Value>,
 }

@@ -1,15 +1,43 @@
-//! A ServiceNow Table API simulator: an in-memory instance that answers the
-//! calls FINCORP makes the way ServiceNow documents them, plus a fault
-//! injection endpoint for client tests.
+//! A ServiceNow simulator: an in-memory instance that answers the calls
+//! FINCORP makes (Table API, Event Management, OAuth) the way ServiceNow
+//! documents them, plus fault injection for client tests.
 //!
 //! # Simulated
 //!
-//! - **Basic authentication** for one configured user on every `/api/now/*`
-//!   request. Missing or wrong credentials → 401
+//! - **Authentication** for one configured user on every `/api/*` request:
+//!   basic auth, or `Authorization: Bearer <access token>` from
+//!   `/oauth_token.do`. Missing or wrong credentials, or an unknown, revoked
+//!   or expired token → 401
 //!   `{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}`
 //!   with `WWW-Authenticate: BASIC realm="Service-now"`.
-//! - **Tables** `incident` (read/write) and `sys_journal_field` (read-only;
-//!   writes → 403 ACL exception). Any other table → 400 `Invalid table <name>`.
+//! - **OAuth** (`POST /oauth_token.do`, once an application is registered
+//!   with [`SimState::enable_oauth`] or `--oauth-client-id`), following
+//!   "OAuth API request parameters": `application/x-www-form-urlencoded`
+//!   with `grant_type=password` (`username`, `password`) or
+//!   `grant_type=refresh_token` (`refresh_token`), and `client_id` +
+//!   `client_secret` → 200 `{"access_token", "refresh_token", "scope":
+//!   "useraccount", "token_type": "Bearer", "expires_in"}`. A password grant
+//!   issues a new access and refresh token; a refresh grant a new access
+//!   token and the same refresh token. Lifetimes are configurable
+//!   ([`OAuthApp`]; ServiceNow's defaults are 1,800 s and 100 days). A wrong
+//!   client, wrong user credentials, or an unknown/expired refresh token →
+//!   401 `{"error_description":"access_denied","error":"server_error"}`, as
+//!   instances answer. A missing or unsupported `grant_type`, or a body that
+//!   is not form-encoded → 400 in RFC 6749's `{"error",
+//!   "error_description"}` shape (ServiceNow documents no shape for these).
+//! - **Event Management** `POST /api/global/em/jsonv2` with `{"records":
+//!   [...]}`, following "Pushing events to the instance using web service
+//!   API": each record is stored in `em_event` with every value as text
+//!   (an object sent as `additional_info` is stored as its JSON text), plus
+//!   `sys_id`, `state` "Ready", `sys_created_on`, `sys_created_by`. The
+//!   answer is 200 `{"result": {"Default Bulk Endpoint": "N events were
+//!   inserted"}}`, what instances send (ServiceNow's page shows no response;
+//!   this shape is the one observed by integrations such as Kibana's ITOM
+//!   connector). A body without a `records` array, or a record that is not
+//!   an object → 400 "Exception while reading request".
+//! - **Tables** `incident` (read/write), `sys_journal_field` and `em_event`
+//!   (read-only; writes → 403 ACL exception). Any other table → 400
+//!   `Invalid table <name>`.
 //! - `POST /api/now/table/incident` → 201 `{"result": record}` plus a
 //!   `Location` header. The record has a 32-hex `sys_id`, a sequential
 //!   `number` from `INC0010001`, `state` "1", `active` "true", `impact` and
@@ -49,7 +77,10 @@
 //!
 //! # Not simulated
 //!
-//! OAuth (`/oauth_token.do`), ACLs and roles, other tables, DELETE,
+//! Other OAuth grants (client credentials, authorization code), token
+//! revocation endpoints, Event Management processing (rules, alerts,
+//! de-duplication; events stay "Ready"), ACLs and roles (e.g.
+//! `evt_mgmt_integration`), other tables, DELETE,
 //! `/api/now/v1|v2/` paths, reference fields and `sysparm_exclude_reference_link`
 //! (accepted, no effect), dot-walking, `^OR`/`^NQ` and comparison operators
 //! in queries (refused with 400 where ServiceNow would silently ignore
@@ -64,19 +95,28 @@
 //! # Simulator endpoints (not ServiceNow)
 //!
 //! - `GET /sim/health` → `{"status":"ok","incidents":N}`, no auth.
+//! - `GET /sim/em/events` → `{"result": [events]}`, the stored `em_event`
+//!   records, no auth ([`SimState::events`] in-process).
 //! - `GET /sim/faults` shows, and `POST /sim/faults` replaces, the pending
 //!   [`Faults`], no auth. Example:
-//!   `{"rate_limit_next": 2, "retry_after_s": 1, "fail_next_5xx": 1, "fail_status": 503, "hibernate": true, "delay_ms": 0}`.
-//!   Order of effects per request: hibernation (200 HTML, before auth), then
-//!   authentication, then one pending 429, else one pending 5xx (503 carries
-//!   `Retry-After`), else the request is served; finally the response is
-//!   delayed by `delay_ms` (for `delay_next` responses, or all; only for
+//!   `{"rate_limit_next": 2, "retry_after_s": 1, "fail_next_5xx": 1, "fail_status": 503, "hibernate": true, "delay_ms": 0, "path_prefix": "/oauth_token.do"}`.
+//!   Order of effects per request: hibernation (200 HTML, before auth, on
+//!   every vendor path including `/oauth_token.do`), then authentication
+//!   (not on `/oauth_token.do`), then one pending 429, else one pending 5xx
+//!   (503 carries `Retry-After`), both only for paths starting with
+//!   `path_prefix` if set, else the request is served; finally the response
+//!   is delayed by `delay_ms` (for `delay_next` responses, or all; only for
 //!   `delay_method` requests if set), after the request was applied, so a
 //!   client that times out has lost the answer to a write that happened.
 //!   Unknown keys → 400.
+//! - In-process only: [`SimState::revoke_access_tokens`],
+//!   [`SimState::revoke_refresh_tokens`] and [`SimState::set_password`]
+//!   make tokens or credentials stop working, as an administrator could.
 
+mod em;
 pub mod error;
-mod gate;
+pub(crate) mod gate;
+mod oauth;
 pub mod query;
 pub mod state;
 mod table;
@@ -94,17 +134,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use query::{EncodedQuery, QueryError};
-pub use state::{Faults, Record, RecordedRequest, SimState};
+pub use state::{Faults, OAuthApp, Record, RecordedRequest, SimState};
 
-/// The simulator's HTTP routes: the Table API and `/sim/*`.
+/// The simulator's HTTP routes: the Table API, Event Management, the OAuth
+/// token endpoint and `/sim/*`.
 pub fn router(state: SimState) -> Router {
-    let table_api = Router::new()
+    let vendor = Router::new()
         .route(
             "/api/now/table/{table}",
             get(table::list).post(table::create),
@@ -113,10 +154,13 @@ pub fn router(state: SimState) -> Router {
             "/api/now/table/{table}/{sys_id}",
             get(table::read).patch(table::update).put(table::update),
         )
+        .route("/api/global/em/jsonv2", post(em::insert))
+        .route(gate::TOKEN_PATH, post(oauth::token))
         .route_layer(from_fn_with_state(state.clone(), gate::gate));
     Router::new()
-        .merge(table_api)
+        .merge(vendor)
         .route("/sim/health", get(health))
+        .route("/sim/em/events", get(sim_events))
         .route("/sim/faults", get(get_faults).post(set_faults))
         .fallback(not_found)
         .with_state(state)
@@ -171,6 +215,10 @@ pub async fn spawn(state: SimState) -> std::io::Result<RunningSim> {
 async fn health(State(state): State<SimState>) -> Json<serde_json::Value> {
     let incidents = state.lock().incidents.len();
     Json(json!({ "status": "ok", "incidents": incidents }))
+}
+
+async fn sim_events(State(state): State<SimState>) -> Json<serde_json::Value> {
+    Json(json!({ "result": state.events() }))
 }
 
 async fn get_faults(State(state): State<SimState>) -> Json<Faults> {

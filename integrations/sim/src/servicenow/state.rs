@@ -1,10 +1,10 @@
 //! The simulator's in-memory instance: incident records, journal entries,
-//! injected faults and a log of the requests received, behind one lock that
-//! is never held across an `.await`.
+//! Event Management events, OAuth tokens, injected faults and a log of the
+//! requests received, behind one lock that is never held across an `.await`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,9 @@ pub struct Faults {
     pub delay_next: Option<u32>,
     /// Delay only responses to this method, e.g. "POST" (absent: any).
     pub delay_method: Option<String>,
+    /// Inject the 429s and 5xx above only into requests whose path starts
+    /// with this, e.g. "/oauth_token.do" or "/api/global/em" (absent: any).
+    pub path_prefix: Option<String>,
 }
 
 impl Default for Faults {
@@ -57,6 +60,7 @@ impl Default for Faults {
             delay_ms: 0,
             delay_next: None,
             delay_method: None,
+            path_prefix: None,
         }
     }
 }
@@ -68,8 +72,9 @@ pub(crate) enum Injected {
     ServerError { status: u16, retry_after_s: u64 },
 }
 
-/// One request the simulator received on `/api/now/*`, for tests to inspect.
-/// The Authorization header's value is never kept.
+/// One request the simulator received on `/api/*` or `/oauth_token.do`,
+/// for tests to inspect. The Authorization header's value is never kept,
+/// only its scheme; secrets in an OAuth form are replaced by `<redacted>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedRequest {
     pub method: String,
@@ -79,10 +84,64 @@ pub struct RecordedRequest {
     pub accept: Option<String>,
     pub content_type: Option<String>,
     pub has_authorization: bool,
-    /// The body parsed as JSON, exactly as sent (numbers stay numbers).
+    /// `Basic`, `Bearer`, ... (the Authorization header's scheme).
+    pub auth_scheme: Option<String>,
+    /// The body parsed as JSON, exactly as sent (numbers stay numbers); a
+    /// form body as an object of its fields, secrets redacted.
     pub body: Option<serde_json::Value>,
     /// The status the simulator answered with.
     pub status: u16,
+}
+
+/// An OAuth application registered on the simulated instance (System OAuth
+/// → Application Registry).
+#[derive(Clone)]
+pub struct OAuthApp {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Access token lifespan (ServiceNow's default: 1,800 s). Tests use a
+    /// second or two to see tokens expire.
+    pub access_token_lifetime: Duration,
+    /// Refresh token lifespan (ServiceNow's default: 100 days).
+    pub refresh_token_lifetime: Duration,
+}
+
+impl OAuthApp {
+    /// An application with ServiceNow's default lifespans.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            access_token_lifetime: Duration::from_secs(1800),
+            refresh_token_lifetime: Duration::from_secs(8_640_000),
+        }
+    }
+}
+
+impl std::fmt::Debug for OAuthApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthApp")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("access_token_lifetime", &self.access_token_lifetime)
+            .field("refresh_token_lifetime", &self.refresh_token_lifetime)
+            .finish()
+    }
+}
+
+/// Who a token was issued to and until when.
+#[derive(Debug, Clone)]
+pub(crate) struct Issued {
+    pub(crate) user: String,
+    pub(crate) expires_at: Instant,
+}
+
+/// The answer to a granted token request.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: String,
+    pub(crate) expires_in: u64,
 }
 
 /// The simulated ServiceNow instance. Cheap to clone; clones share state.
@@ -93,7 +152,6 @@ pub struct SimState {
 
 struct Inner {
     username: String,
-    password: String,
     store: Mutex<Store>,
 }
 
@@ -108,21 +166,42 @@ impl std::fmt::Debug for SimState {
 
 #[derive(Default)]
 pub(crate) struct Store {
+    password: String,
     pub(crate) incidents: Vec<Record>,
     pub(crate) journal: Vec<Record>,
+    pub(crate) events: Vec<Record>,
     numbers_issued: u32,
     faults: Faults,
     requests: VecDeque<RecordedRequest>,
+    oauth: Option<OAuthApp>,
+    access_tokens: HashMap<String, Issued>,
+    refresh_tokens: HashMap<String, Issued>,
+}
+
+/// `now + lifetime`, or a century from now if that overflows the clock.
+fn later(now: Instant, lifetime: Duration) -> Instant {
+    now.checked_add(lifetime)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Compares all bytes, so timing does not reveal a matching prefix.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl SimState {
-    /// An empty instance accepting basic auth with this one user.
+    /// An empty instance accepting basic auth with this one user (and, once
+    /// [`enable_oauth`](Self::enable_oauth) is called, bearer tokens).
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 username: username.into(),
-                password: password.into(),
-                store: Mutex::new(Store::default()),
+                store: Mutex::new(Store {
+                    password: password.into(),
+                    ..Store::default()
+                }),
             }),
         }
     }
@@ -133,13 +212,119 @@ impl SimState {
 
     /// Whether `username`/`password` are the instance's credentials.
     pub(crate) fn authenticates(&self, username: &str, password: &str) -> bool {
-        // Compare all bytes so timing does not reveal a matching prefix.
-        let eq = |a: &[u8], b: &[u8]| {
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-        };
-        let user_ok = eq(username.as_bytes(), self.inner.username.as_bytes());
-        let pass_ok = eq(password.as_bytes(), self.inner.password.as_bytes());
+        let user_ok = same_secret(username, &self.inner.username);
+        let pass_ok = same_secret(password, &self.lock().password);
         user_ok & pass_ok
+    }
+
+    /// Changes the user's password (as an administrator would). Tokens
+    /// already issued stay valid, as in ServiceNow.
+    pub fn set_password(&self, password: impl Into<String>) {
+        self.lock().password = password.into();
+    }
+
+    /// Registers the OAuth application `/oauth_token.do` accepts, replacing
+    /// any earlier one.
+    pub fn enable_oauth(&self, app: OAuthApp) {
+        self.lock().oauth = Some(app);
+    }
+
+    /// The user a valid, unexpired access token was issued to.
+    pub(crate) fn bearer_user(&self, token: &str, now: Instant) -> Option<String> {
+        let store = self.lock();
+        store
+            .access_tokens
+            .get(token)
+            .filter(|i| now < i.expires_at)
+            .map(|i| i.user.clone())
+    }
+
+    /// Whether `client_id`/`client_secret` are the registered application's.
+    pub(crate) fn oauth_client_ok(&self, client_id: &str, client_secret: &str) -> bool {
+        let store = self.lock();
+        match &store.oauth {
+            Some(app) => {
+                same_secret(client_id, &app.client_id)
+                    & same_secret(client_secret, &app.client_secret)
+            }
+            None => false,
+        }
+    }
+
+    /// Issues an access token, and a refresh token (`refresh`: the one to
+    /// keep, else a new one), to `user`. `None` without an OAuth application.
+    pub(crate) fn issue_tokens(
+        &self,
+        user: &str,
+        refresh: Option<&str>,
+        now: Instant,
+    ) -> Option<Grant> {
+        let mut store = self.lock();
+        let app = store.oauth.clone()?;
+        store.access_tokens.retain(|_, i| now < i.expires_at);
+        let access_token = fincorp_api::signing::random_hex(32);
+        store.access_tokens.insert(
+            access_token.clone(),
+            Issued {
+                user: user.to_owned(),
+                expires_at: later(now, app.access_token_lifetime),
+            },
+        );
+        let refresh_token = match refresh {
+            Some(kept) => kept.to_owned(),
+            None => {
+                let token = fincorp_api::signing::random_hex(32);
+                store.refresh_tokens.insert(
+                    token.clone(),
+                    Issued {
+                        user: user.to_owned(),
+                        expires_at: later(now, app.refresh_token_lifetime),
+                    },
+                );
+                token
+            }
+        };
+        Some(Grant {
+            access_token,
+            refresh_token,
+            expires_in: app.access_token_lifetime.as_secs(),
+        })
+    }
+
+    /// The user a valid, unexpired refresh token was issued to.
+    pub(crate) fn refresh_user(&self, token: &str, now: Instant) -> Option<String> {
+        self.lock()
+            .refresh_tokens
+            .get(token)
+            .filter(|i| now < i.expires_at)
+            .map(|i| i.user.clone())
+    }
+
+    /// Revokes every access token (as deleting them from `oauth_credential`
+    /// would): the next request with one gets 401. Refresh tokens stay.
+    pub fn revoke_access_tokens(&self) {
+        self.lock().access_tokens.clear();
+    }
+
+    /// Revokes every refresh token: the next refresh grant gets 401.
+    pub fn revoke_refresh_tokens(&self) {
+        self.lock().refresh_tokens.clear();
+    }
+
+    /// How many access tokens are valid now.
+    pub fn live_access_tokens(&self) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .access_tokens
+            .values()
+            .filter(|i| now < i.expires_at)
+            .count()
+    }
+
+    /// A snapshot of the Event Management events received (`em_event`),
+    /// oldest first.
+    pub fn events(&self) -> Vec<Record> {
+        self.lock().events.clone()
     }
 
     /// A snapshot of the incident table as stored. Journal fields are not
@@ -153,7 +338,8 @@ impl SimState {
         self.lock().journal.clone()
     }
 
-    /// The requests received on `/api/now/*`, oldest first (the last 10,000).
+    /// The requests received on `/api/*` and `/oauth_token.do`, oldest
+    /// first (the last 10,000).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.iter().cloned().collect()
     }
@@ -177,10 +363,18 @@ impl SimState {
         self.lock().faults.hibernate
     }
 
-    /// Consumes one pending 429 or 5xx fault, 429s first.
-    pub(crate) fn take_injected(&self) -> Option<Injected> {
+    /// Consumes one pending 429 or 5xx fault for a request to `path`, 429s
+    /// first.
+    pub(crate) fn take_injected(&self, path: &str) -> Option<Injected> {
         let mut store = self.lock();
         let faults = &mut store.faults;
+        if faults
+            .path_prefix
+            .as_deref()
+            .is_some_and(|prefix| !path.starts_with(prefix))
+        {
+            return None;
+        }
         if faults.rate_limit_next > 0 {
             faults.rate_limit_next -= 1;
             return Some(Injected::RateLimited {
@@ -558,6 +752,64 @@ mod tests {
     }
 
     #[test]
+    fn faults_with_a_path_prefix_only_hit_those_paths() {
+        let state = SimState::new("u", "p");
+        state.set_faults(Faults {
+            rate_limit_next: 1,
+            path_prefix: Some("/oauth_token.do".into()),
+            ..Faults::default()
+        });
+        assert_eq!(state.take_injected("/api/now/table/incident"), None);
+        assert_eq!(
+            state.take_injected("/oauth_token.do"),
+            Some(Injected::RateLimited { retry_after_s: 1 })
+        );
+    }
+
+    #[test]
+    fn tokens_are_issued_only_with_an_app_and_expire() {
+        let state = SimState::new("u", "p");
+        let now = Instant::now();
+        assert!(
+            state.issue_tokens("u", None, now).is_none(),
+            "no OAuth app yet"
+        );
+        assert!(!state.oauth_client_ok("c", "s"));
+        state.enable_oauth(OAuthApp {
+            access_token_lifetime: Duration::from_secs(10),
+            ..OAuthApp::new("c", "s")
+        });
+        assert!(state.oauth_client_ok("c", "s"));
+        assert!(!state.oauth_client_ok("c", "S"));
+        let grant = state.issue_tokens("u", None, now).unwrap();
+        assert_eq!(grant.expires_in, 10);
+        assert_eq!(
+            state.bearer_user(&grant.access_token, now).as_deref(),
+            Some("u")
+        );
+        assert_eq!(
+            state.bearer_user(&grant.access_token, now + Duration::from_secs(10)),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            state.refresh_user(&grant.refresh_token, now).as_deref(),
+            Some("u")
+        );
+        let refreshed = state
+            .issue_tokens("u", Some(&grant.refresh_token), now)
+            .unwrap();
+        assert_eq!(refreshed.refresh_token, grant.refresh_token);
+        assert_ne!(refreshed.access_token, grant.access_token);
+        state.revoke_access_tokens();
+        assert_eq!(state.bearer_user(&refreshed.access_token, now), None);
+        assert!(state.refresh_user(&grant.refresh_token, now).is_some());
+        state.revoke_refresh_tokens();
+        assert_eq!(state.refresh_user(&grant.refresh_token, now), None);
+        assert!(!format!("{:?}", OAuthApp::new("c", "top-secret")).contains("top-secret"));
+    }
+
+    #[test]
     fn delays_and_injected_faults_are_consumed_one_request_at_a_time() {
         let state = SimState::new("u", "p");
         state.set_faults(Faults {
@@ -571,17 +823,17 @@ mod tests {
             ..Faults::default()
         });
         assert_eq!(
-            state.take_injected(),
+            state.take_injected("/api/now/table/incident"),
             Some(Injected::RateLimited { retry_after_s: 2 })
         );
         assert_eq!(
-            state.take_injected(),
+            state.take_injected("/oauth_token.do"),
             Some(Injected::ServerError {
                 status: 503,
                 retry_after_s: 2
             })
         );
-        assert_eq!(state.take_injected(), None);
+        assert_eq!(state.take_injected("/api/now/table/incident"), None);
         assert_eq!(state.take_delay("GET"), None, "only POSTs are delayed");
         assert_eq!(state.take_delay("post"), Some(Duration::from_millis(5)));
         assert_eq!(
@@ -591,6 +843,9 @@ mod tests {
         );
         assert!(state.authenticates("u", "p"));
         assert!(!state.authenticates("u", "P"));
+        state.set_password("P");
+        assert!(state.authenticates("u", "P"));
+        assert!(!state.authenticates("u", "p"));
         assert!(!state.authenticates("u", "pp"));
         assert!(!format!("{state:?}").contains("\"p\""));
     }

@@ -28,6 +28,8 @@ type Params = Query<HashMap<String, String>>;
 enum Table {
     Incident,
     JournalField,
+    /// Event Management's events (filled by `/api/global/em/jsonv2`).
+    Event,
 }
 
 impl Table {
@@ -35,6 +37,7 @@ impl Table {
         match name {
             "incident" => Ok(Table::Incident),
             "sys_journal_field" => Ok(Table::JournalField),
+            "em_event" => Ok(Table::Event),
             other => Err(ApiError::invalid_table(other)),
         }
     }
@@ -43,7 +46,7 @@ impl Table {
     fn writable(self) -> Result<(), ApiError> {
         match self {
             Table::Incident => Ok(()),
-            Table::JournalField => Err(ApiError::write_denied()),
+            Table::JournalField | Table::Event => Err(ApiError::write_denied()),
         }
     }
 }
@@ -118,6 +121,7 @@ pub(crate) async fn list(
     let rows = match table {
         Table::Incident => &store.incidents,
         Table::JournalField => &store.journal,
+        Table::Event => &store.events,
     };
     let mut hits: Vec<&Record> = rows.iter().filter(|r| query.matches(r)).collect();
     query.sort(&mut hits);
@@ -149,6 +153,7 @@ pub(crate) async fn read(
     let rows = match table {
         Table::Incident => &store.incidents,
         Table::JournalField => &store.journal,
+        Table::Event => &store.events,
     };
     let record = rows
         .iter()
@@ -307,7 +312,7 @@ fn render(
                 Table::Incident => choice_label(k, v)
                     .map(str::to_owned)
                     .unwrap_or_else(|| v.clone()),
-                Table::JournalField => v.clone(),
+                Table::JournalField | Table::Event => v.clone(),
             };
             (k.clone(), v.clone(), display)
         })

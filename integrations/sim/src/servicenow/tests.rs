@@ -468,3 +468,203 @@ async fn the_request_log_keeps_bodies_as_sent_and_never_the_credentials() {
     assert_eq!(log[0].status, 201);
     assert!(!format!("{log:?}").contains(PASSWORD));
 }
+
+async fn token_request(state: &SimState, content_type: &str, body: &str) -> Reply {
+    let request = Request::builder()
+        .method("POST")
+        .uri("/oauth_token.do")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn oauth_state(lifetime: std::time::Duration) -> SimState {
+    let state = state();
+    state.enable_oauth(OAuthApp {
+        access_token_lifetime: lifetime,
+        ..OAuthApp::new("client-1", "client-secret")
+    });
+    state
+}
+
+#[tokio::test]
+async fn the_token_endpoint_issues_bearer_tokens_the_table_api_accepts() {
+    let state = oauth_state(std::time::Duration::from_secs(1800));
+    let reply = token_request(
+        &state,
+        FORM,
+        &format!("grant_type=password&client_id=client-1&client_secret=client-secret&username={USER}&password={PASSWORD}"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let grant = reply.json();
+    assert_eq!(grant["token_type"], "Bearer");
+    assert_eq!(grant["scope"], "useraccount");
+    assert_eq!(grant["expires_in"], 1800);
+    let access = grant["access_token"].as_str().unwrap().to_owned();
+    let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(access, refresh);
+
+    let reply = call_as(
+        &state,
+        "POST",
+        "/api/now/table/incident",
+        Some(r#"{"short_description":"via oauth"}"#),
+        Some(format!("Bearer {access}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.json()["result"]["sys_created_by"], USER);
+
+    let reply = token_request(
+        &state,
+        FORM,
+        &format!("grant_type=refresh_token&client_id=client-1&client_secret=client-secret&refresh_token={refresh}"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["refresh_token"], refresh.as_str());
+    assert_ne!(reply.json()["access_token"], access.as_str());
+
+    let log = state.requests();
+    assert_eq!(log[0].path, "/oauth_token.do");
+    assert!(!format!("{log:?}").contains(PASSWORD));
+    assert!(!format!("{log:?}").contains("client-secret"));
+    assert!(!format!("{log:?}").contains(&refresh));
+    assert_eq!(log[1].auth_scheme.as_deref(), Some("Bearer"));
+}
+
+#[tokio::test]
+async fn refused_grants_are_401_access_denied_and_malformed_ones_400() {
+    let state = oauth_state(std::time::Duration::from_secs(1800));
+    let denied = json!({"error_description": "access_denied", "error": "server_error"});
+    for body in [
+        format!("grant_type=password&client_id=client-1&client_secret=wrong&username={USER}&password={PASSWORD}"),
+        format!("grant_type=password&client_id=other&client_secret=client-secret&username={USER}&password={PASSWORD}"),
+        format!("grant_type=password&client_id=client-1&client_secret=client-secret&username={USER}&password=wrong"),
+        "grant_type=refresh_token&client_id=client-1&client_secret=client-secret&refresh_token=unknown".to_owned(),
+        "grant_type=refresh_token&client_id=client-1&client_secret=client-secret".to_owned(),
+    ] {
+        let reply = token_request(&state, FORM, &body).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(reply.json(), denied, "{body}");
+    }
+    for (content_type, body, error) in [
+        (
+            "application/json",
+            r#"{"grant_type":"password"}"#,
+            "invalid_request",
+        ),
+        (
+            FORM,
+            "client_id=client-1&client_secret=client-secret",
+            "invalid_request",
+        ),
+        (
+            FORM,
+            "grant_type=client_credentials&client_id=client-1&client_secret=client-secret",
+            "unsupported_grant_type",
+        ),
+    ] {
+        let reply = token_request(&state, content_type, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.json()["error"], error, "{body}");
+    }
+    // Without a registered application every grant is refused.
+    let plain = SimState::new(USER, PASSWORD);
+    let reply = token_request(
+        &plain,
+        FORM,
+        &format!("grant_type=password&client_id=client-1&client_secret=client-secret&username={USER}&password={PASSWORD}"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_expired_or_revoked_token_gets_the_401_body() {
+    let state = oauth_state(std::time::Duration::from_millis(1));
+    let reply = token_request(
+        &state,
+        FORM,
+        &format!("grant_type=password&client_id=client-1&client_secret=client-secret&username={USER}&password={PASSWORD}"),
+    )
+    .await;
+    let access = reply.json()["access_token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let reply = call_as(
+        &state,
+        "GET",
+        "/api/now/table/incident",
+        None,
+        Some(format!("Bearer {access}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"]["message"], "User Not Authenticated");
+}
+
+#[tokio::test]
+async fn event_management_stores_records_as_text_and_answers_like_an_instance() {
+    let state = state();
+    let body = json!({"records": [
+        {"source": "FINCORP", "node": "ny-01", "type": "CPU", "severity": "1", "additional_info": "{\"a\":1}", "time_of_event": "2026-11-22 10:00:00"},
+        {"source": "FINCORP", "node": "ny-02", "severity": 5, "additional_info": {"b": 2}}
+    ]});
+    let reply = call(
+        &state,
+        "POST",
+        "/api/global/em/jsonv2",
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"result": {"Default Bulk Endpoint": "2 events were inserted"}})
+    );
+    let events = state.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["additional_info"], "{\"a\":1}");
+    assert_eq!(events[1]["severity"], "5");
+    assert_eq!(events[1]["additional_info"], "{\"b\":2}");
+    let reply = call(
+        &state,
+        "GET",
+        "/api/now/table/em_event?sysparm_query=node%3Dny-02",
+        None,
+    )
+    .await;
+    assert_eq!(reply.json()["result"][0]["severity"], "5");
+    let reply = call(&state, "POST", "/api/now/table/em_event", Some("{}")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = call_as(&state, "GET", "/sim/em/events", None, None).await;
+    assert_eq!(reply.json()["result"].as_array().unwrap().len(), 2);
+
+    for bad in [r#"{"record": []}"#, r#"{"records": [1]}"#, "not json"] {
+        let reply = call(&state, "POST", "/api/global/em/jsonv2", Some(bad)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(reply.json()["status"], "failure");
+    }
+    let reply = call_as(
+        &state,
+        "POST",
+        "/api/global/em/jsonv2",
+        Some(&body.to_string()),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(state.events().len(), 2);
+}

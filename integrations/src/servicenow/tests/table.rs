@@ -1,79 +1,14 @@
-//! The client against the in-process ServiceNow simulator (`fincorp-sim`):
-//! idempotent creation, concurrency, retries, faults, journal fields and
-//! dry-run plans. Each test starts its own simulator on 127.0.0.1:0.
+//! The Table API: idempotent creation, concurrency, retries, faults,
+//! journal fields and dry-run plans, with basic auth.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fincorp_api::config::Secret;
-use fincorp_sim::servicenow::{self as sim, Faults, RunningSim, SimState};
+use fincorp_sim::servicenow::Faults;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
-
-const USER: &str = "fincorp-operator";
-const PASSWORD: &str = "correct-horse-battery";
-
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(5),
-    }
-}
-
-fn client_with(url: &str, password: &str, timeout: Duration) -> ServiceNowClient {
-    ServiceNowClient::new(ServiceNowConfig {
-        url: url.to_owned(),
-        username: USER.to_owned(),
-        password: Secret::new(password),
-        timeout,
-    })
-    .unwrap()
-    .with_retry(fast_retry())
-}
-
-async fn start() -> (RunningSim, ServiceNowClient) {
-    let sim = sim::spawn(SimState::new(USER, PASSWORD)).await.unwrap();
-    let client = client_with(&sim.url(), PASSWORD, Duration::from_secs(10));
-    (sim, client)
-}
-
-fn incident(correlation_id: &str) -> NewIncident {
-    NewIncident {
-        correlation_id: correlation_id.to_owned(),
-        short_description: format!("FINCORP-APP-HFT-TEST CPU above 80% ({correlation_id})"),
-        ..NewIncident::default()
-    }
-}
-
-/// A GET straight to the simulator, as another ServiceNow user would read.
-async fn raw_get(sim: &RunningSim, path_and_query: &str) -> Value {
-    let response = fincorp_api::http::client(Duration::from_secs(10))
-        .get(format!("{}{path_and_query}", sim.url()))
-        .basic_auth(USER, Some(PASSWORD))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    response.json().await.unwrap()
-}
-
-fn statuses(sim: &RunningSim) -> Vec<(String, u16)> {
-    sim.state
-        .requests()
-        .into_iter()
-        .map(|r| (r.method, r.status))
-        .collect()
-}
-
-fn pairs(list: &[(&str, u16)]) -> Vec<(String, u16)> {
-    list.iter().map(|(m, s)| (m.to_string(), *s)).collect()
-}
 
 #[tokio::test]
 async fn ensure_creates_an_incident_with_a_201_and_an_inc_number() {
@@ -681,37 +616,6 @@ async fn a_refused_connection_is_a_transport_error_after_the_retries() {
     assert!(!err.to_string().contains(PASSWORD));
 }
 
-/// Serves one canned HTTP response to every connection.
-async fn canned_server(response: String) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let response = response.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-fn http_response(status: &str, content_type: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
 #[tokio::test]
 async fn a_lookup_answer_for_another_correlation_id_is_refused_not_adopted() {
     // What an instance that ignores an unusable query condition returns: some
@@ -768,4 +672,124 @@ async fn a_redirect_or_a_json_shape_error_is_not_success() {
     let client = client_with(&format!("http://{addr}"), PASSWORD, Duration::from_secs(5));
     let err = client.get("abc").await.unwrap_err();
     assert!(matches!(err, ServiceNowError::Decode { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn plans_for_work_notes_state_changes_and_resolve_are_exactly_what_is_sent() {
+    let (sim, client) = start().await;
+    let ticket = client
+        .ensure_incident(&incident("inc-plans"))
+        .await
+        .unwrap()
+        .ticket;
+    sim.state.clear_requests();
+
+    let note = client
+        .plan_add_work_note(&ticket.sys_id, "reallocated CPU +20% on vm-1001")
+        .unwrap();
+    let mut fields = BTreeMap::new();
+    fields.insert("state".to_owned(), "2".to_owned());
+    fields.insert("work_notes".to_owned(), "failover started".to_owned());
+    let in_progress = client.plan_update(&ticket.sys_id, &fields).unwrap();
+    let resolve = client
+        .plan_resolve(
+            &ticket.sys_id,
+            "Solved (Permanently)",
+            "failed over to London",
+        )
+        .unwrap();
+    assert!(sim.state.requests().is_empty(), "planning sends nothing");
+    assert_eq!(note.method, "PATCH");
+    assert_eq!(
+        note.url,
+        format!("{}/api/now/table/incident/{}", sim.url(), ticket.sys_id)
+    );
+    assert_eq!(
+        note.body,
+        Some(json!({"work_notes": "reallocated CPU +20% on vm-1001"}))
+    );
+    assert_eq!(
+        in_progress.body,
+        Some(json!({"state": "2", "work_notes": "failover started"}))
+    );
+    assert_eq!(
+        resolve.body,
+        Some(
+            json!({"state": "6", "close_code": "Solved (Permanently)", "close_notes": "failed over to London"})
+        )
+    );
+
+    client
+        .add_work_note(&ticket.sys_id, "reallocated CPU +20% on vm-1001")
+        .await
+        .unwrap();
+    let updated = client.update(&ticket.sys_id, &fields).await.unwrap();
+    assert_eq!(updated.state, "2");
+    let resolved = client
+        .resolve(
+            &ticket.sys_id,
+            "Solved (Permanently)",
+            "failed over to London",
+        )
+        .await
+        .unwrap();
+    assert_eq!((resolved.state.as_str(), resolved.active), ("6", false));
+    assert_sent_as_planned(&sim, &[note, in_progress, resolve], &sim.state.requests());
+    let notes: Vec<String> = sim
+        .state
+        .journal()
+        .into_iter()
+        .map(|r| r["value"].clone())
+        .collect();
+    assert_eq!(
+        notes,
+        ["reallocated CPU +20% on vm-1001", "failover started"]
+    );
+}
+
+#[tokio::test]
+async fn plans_refuse_what_the_calls_refuse_and_nothing_is_sent() {
+    let (sim, client) = start().await;
+    let sys_id = "0123456789abcdef0123456789abcdef";
+    let mut bad_state = BTreeMap::new();
+    bad_state.insert("state".to_owned(), "5".to_owned());
+    let mut bad_name = BTreeMap::new();
+    bad_name.insert("Assignment Group".to_owned(), "x".to_owned());
+    for (plan, field) in [
+        (client.plan_update(sys_id, &bad_state), "state"),
+        (client.plan_update(sys_id, &bad_name), "field name"),
+        (client.plan_update(sys_id, &BTreeMap::new()), "fields"),
+        (client.plan_add_work_note(sys_id, "  "), "work note"),
+        (client.plan_resolve(sys_id, "Solved", ""), "close_notes"),
+        (client.plan_resolve("", "Solved", "notes"), "sys_id"),
+    ] {
+        match plan {
+            Err(ServiceNowError::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let err = client.update(sys_id, &bad_state).await.unwrap_err();
+    assert!(
+        matches!(err, ServiceNowError::InvalidInput { field: "state", .. }),
+        "{err}"
+    );
+    let bad_urgency = NewIncident {
+        urgency: Some("high".into()),
+        ..incident("inc-bad")
+    };
+    let err = client.ensure_incident(&bad_urgency).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceNowError::InvalidInput {
+                field: "urgency",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        sim.state.requests().is_empty(),
+        "invalid input sends nothing"
+    );
 }

@@ -1,9 +1,34 @@
-//! Pure retry arithmetic: which failures are retried, how long to wait
-//! (`Retry-After` or exponential backoff with full jitter).
+//! Retries shared by every client: the policy, which failures are retried,
+//! and how long to wait (`Retry-After` or exponential backoff with full
+//! jitter). Pure arithmetic; the clients do the waiting.
 
 use std::time::Duration;
 
-use super::types::RetryPolicy;
+use serde::{Deserialize, Serialize};
+
+/// How failed requests are retried. 429 and 503 wait for `Retry-After`
+/// (capped at `max_retry_after`); other 5xx, vendor errors that say "busy"
+/// or "unavailable", and transport errors back off exponentially with full
+/// jitter: a random wait in `[0, min(max_delay, base_delay × 2^(attempt-1))]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included (at least 1).
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
 
 /// What a failed attempt allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +39,21 @@ pub(crate) enum Retry {
     After(Duration),
     /// Other 5xx, 429/503 without `Retry-After`, transport errors.
     Backoff,
+}
+
+impl Retry {
+    /// The retry a status allows: 429 and 503 honour `Retry-After`, other
+    /// 5xx back off, everything else is final.
+    pub(crate) fn for_status(status: reqwest::StatusCode, retry_after: Option<&str>) -> Self {
+        use reqwest::StatusCode;
+        match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => retry_after
+                .and_then(parse_retry_after)
+                .map_or(Retry::Backoff, Retry::After),
+            s if s.is_server_error() => Retry::Backoff,
+            _ => Retry::No,
+        }
+    }
 }
 
 /// `Retry-After` as delta-seconds. HTTP-dates are not used by ServiceNow and
@@ -69,6 +109,36 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(350),
             max_retry_after: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_retries() {
+        use reqwest::StatusCode;
+        assert_eq!(
+            Retry::for_status(StatusCode::TOO_MANY_REQUESTS, Some("2")),
+            Retry::After(Duration::from_secs(2))
+        );
+        assert_eq!(
+            Retry::for_status(StatusCode::SERVICE_UNAVAILABLE, None),
+            Retry::Backoff
+        );
+        assert_eq!(
+            Retry::for_status(StatusCode::TOO_MANY_REQUESTS, Some("soon")),
+            Retry::Backoff
+        );
+        assert_eq!(
+            Retry::for_status(StatusCode::BAD_GATEWAY, Some("5")),
+            Retry::Backoff,
+            "Retry-After is honoured on 429 and 503 only"
+        );
+        for final_status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::NOT_FOUND,
+            StatusCode::FOUND,
+        ] {
+            assert_eq!(Retry::for_status(final_status, Some("1")), Retry::No);
         }
     }
 
