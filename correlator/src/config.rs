@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use fincorp_api::config::{Duration, SecretRef, config_dir, relative_to};
 use fincorp_api::signing::SigningKey;
 use fincorp_api::yaml::{Diagnostics, Document};
-use fincorp_integrations::servicenow::ServiceNowConfig;
+use fincorp_integrations::servicenow::{
+    FieldMapping, OAuthConfig, ServiceNowConfig, ServiceNowOptions,
+};
 use fincorp_playbooks::Playbook;
 use serde::Deserialize;
 
@@ -148,6 +150,19 @@ struct RawServiceNow {
     password: SecretRef,
     #[serde(default = "default_sn_timeout")]
     timeout: Duration,
+    /// Log in with OAuth (password grant, refreshed) instead of basic auth.
+    #[serde(default)]
+    oauth: Option<RawOAuth>,
+    /// Fields set on new incidents: `default` and per app.
+    #[serde(default)]
+    fields: FieldMapping,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    client_id: String,
+    client_secret: SecretRef,
 }
 
 fn default_sn_timeout() -> Duration {
@@ -167,7 +182,7 @@ pub struct Config {
     pub alertmanager: Mapping,
     pub playbooks_dir: PathBuf,
     pub playbooks: Vec<Playbook>,
-    pub servicenow: Option<ServiceNowConfig>,
+    pub servicenow: Option<ServiceNow>,
 }
 
 impl Config {
@@ -175,6 +190,13 @@ impl Config {
     pub fn database(&self) -> PathBuf {
         self.state_dir.join("correlator.db")
     }
+}
+
+/// The ServiceNow instance and how to talk to it.
+#[derive(Debug)]
+pub struct ServiceNow {
+    pub config: ServiceNowConfig,
+    pub options: ServiceNowOptions,
 }
 
 /// Command-line values that take precedence over the file.
@@ -252,39 +274,11 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
     let correlation = correlation(doc, &base, &raw.correlation, &mut errors);
     let alertmanager = alertmanager_mapping(doc, raw.alertmanager.as_ref(), &mut errors);
 
-    let servicenow = raw.integrations.servicenow.as_ref().and_then(|sn| {
-        let mut ok = true;
-        if !(sn.url.starts_with("https://") || sn.url.starts_with("http://")) {
-            errors.push(doc.error(
-                "integrations.servicenow.url",
-                "url must start with https:// (or http:// for a local simulator)",
-            ));
-            ok = false;
-        }
-        if sn.username.is_empty() {
-            errors.push(doc.error(
-                "integrations.servicenow.username",
-                "username must not be empty",
-            ));
-            ok = false;
-        }
-        let password = match sn.password.resolve(&base) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errors.push(doc.error("integrations.servicenow.password", e));
-                None
-            }
-        };
-        match (ok, password) {
-            (true, Some(password)) => Some(ServiceNowConfig {
-                url: sn.url.trim_end_matches('/').to_owned(),
-                username: sn.username.clone(),
-                password,
-                timeout: sn.timeout.0,
-            }),
-            _ => None,
-        }
-    });
+    let servicenow = raw
+        .integrations
+        .servicenow
+        .as_ref()
+        .and_then(|sn| servicenow(doc, &base, sn, &mut errors));
 
     let playbooks_dir = relative_to(&base, &raw.playbooks_dir);
     let playbooks = match fincorp_playbooks::load_dir(&playbooks_dir) {
@@ -316,6 +310,66 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         playbooks_dir,
         playbooks,
         servicenow,
+    })
+}
+
+/// The `integrations.servicenow` section.
+fn servicenow(
+    doc: &Document,
+    base: &Path,
+    sn: &RawServiceNow,
+    errors: &mut Vec<fincorp_api::yaml::Diagnostic>,
+) -> Option<ServiceNow> {
+    let at = |key: &str| format!("integrations.servicenow.{key}");
+    let before = errors.len();
+    if !(sn.url.starts_with("https://") || sn.url.starts_with("http://")) {
+        errors.push(doc.error(
+            &at("url"),
+            "url must start with https:// (or http:// for a local simulator)",
+        ));
+    }
+    if sn.username.is_empty() {
+        errors.push(doc.error(&at("username"), "username must not be empty"));
+    }
+    let password = sn
+        .password
+        .resolve(base)
+        .map_err(|e| errors.push(doc.error(&at("password"), e)))
+        .ok();
+    let oauth = sn.oauth.as_ref().and_then(|o| {
+        if o.client_id.trim().is_empty() {
+            errors.push(doc.error(&at("oauth.client_id"), "client_id must not be empty"));
+        }
+        let secret = o
+            .client_secret
+            .resolve(base)
+            .map_err(|e| errors.push(doc.error(&at("oauth.client_secret"), e)))
+            .ok()?;
+        Some(OAuthConfig {
+            client_id: o.client_id.clone(),
+            client_secret: secret,
+        })
+    });
+    if let Err(problems) = sn.fields.validate() {
+        for p in problems {
+            errors.push(doc.error(&at(&format!("fields.{}", p.key_path)), p.message));
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(ServiceNow {
+        config: ServiceNowConfig {
+            url: sn.url.trim_end_matches('/').to_owned(),
+            username: sn.username.clone(),
+            password: password?,
+            timeout: sn.timeout.0,
+        },
+        options: ServiceNowOptions {
+            oauth,
+            field_mapping: sn.fields.clone(),
+            ..Default::default()
+        },
     })
 }
 
@@ -633,6 +687,53 @@ integrations:
             "{all}"
         );
         assert_eq!(err.0.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn servicenow_oauth_and_field_mapping_are_checked_where_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("agent.key"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("sn.pass"), "pw").unwrap();
+        std::fs::create_dir(dir.path().join("pb")).unwrap();
+        let text = "\
+version: 1
+listen: 127.0.0.1:9470
+state_dir: state
+agent_auth:
+  keys:
+    - id: fleet
+      secret: { file: agent.key }
+playbooks_dir: pb
+integrations:
+  servicenow:
+    url: https://fincorp.service-now.com
+    username: svc
+    password: { file: sn.pass }
+    oauth:
+      client_id: fincorp
+      client_secret: { env: FINCORP_TEST_NO_SUCH_SECRET }
+    fields:
+      apps:
+        FINCORP-APP-HFT: { state: \"6\" }
+";
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, text).unwrap();
+        let all = load(&file, &Overrides::default()).unwrap_err().to_string();
+        let f = file.display();
+        assert!(
+            all.contains(&format!(
+                "{f}:16:22: error: environment variable FINCORP_TEST_NO_SUCH_SECRET is not set"
+            )),
+            "{all}"
+        );
+        assert!(
+            all.contains(&format!("{f}:19:35: error: state is set by FINCORP or the instance and cannot be mapped (at integrations.servicenow.fields.apps.FINCORP-APP-HFT.state)")),
+            "{all}"
+        );
     }
 
     #[test]

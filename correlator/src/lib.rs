@@ -58,7 +58,7 @@ pub async fn run(
     let (open, firing) = engine.core_counts();
     let servicenow = cfg
         .servicenow
-        .map(ServiceNowClient::new)
+        .map(|sn| ServiceNowClient::with_options(sn.config, sn.options))
         .transpose()
         .context("cannot set up the ServiceNow client")?;
     let bus = Arc::new(CommandBus::new(cfg.keys.clone()));

@@ -172,6 +172,7 @@ impl Runner {
                 Ok(params) => {
                     let sctx = StepContext {
                         incident_id: run.incident_id.clone(),
+                        app: run.alert.app.clone(),
                         idempotency_key: format!(
                             "{}:{}:{}",
                             run.incident_id, run.playbook, step.id

@@ -197,6 +197,8 @@ pub trait Env: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct StepContext {
     pub incident_id: String,
+    /// The app of the alert that triggered the run, if any.
+    pub app: Option<String>,
     /// Unique per (incident, playbook, step); see [`Env::agent_command`].
     pub idempotency_key: String,
     pub timeout: Duration,

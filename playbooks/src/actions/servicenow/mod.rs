@@ -63,7 +63,12 @@ pub(crate) async fn create<E: Env>(
     let client = env.servicenow().ok_or_else(|| {
         ActionError::Unavailable("ServiceNow is not configured (integrations.servicenow)".into())
     })?;
-    let request = new_incident(params, &ctx.incident_id);
+    let mut request = new_incident(params, &ctx.incident_id);
+    // Per-app fields from the config (assignment group, CI, ...); what the
+    // playbook sets explicitly wins.
+    if let Some(app) = &ctx.app {
+        request = client.incident_for_app(app, &request);
+    }
     let ensured = client
         .ensure_incident(&request)
         .await
