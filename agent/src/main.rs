@@ -1,6 +1,6 @@
 //! `fincorp-agent`: parses flags, loads the config (exit 64 with every
 //! problem on stderr when it is invalid), then runs the agent until SIGTERM
-//! or SIGINT. Everything else lives in the library.
+//! or SIGINT; SIGHUP reloads the config. Everything else lives in the library.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -33,12 +33,20 @@ struct Args {
     /// Log format: text for terminals, json for journald and ELK. Filter with RUST_LOG.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Overrides `state_dir` (spool, command journal, alert state).
+    #[arg(long, env = "FINCORP_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match fincorp_agent::load(&args.config) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            if let Some(dir) = &args.state_dir {
+                config.state_dir = dir.clone();
+            }
+            config
+        }
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
             return ExitCode::from(EXIT_INVALID_CONFIG);
@@ -72,13 +80,22 @@ fn run(config: fincorp_agent::config::AgentConfig, log_format: LogFormat) -> any
             signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
         let mut interrupt =
             signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut hangup =
+            signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         let shutdown = async move {
             tokio::select! {
                 _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
                 _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
             }
         };
-        fincorp_agent::run(config, shutdown)
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                // A reload already queued covers this one too.
+                let _ = reload_tx.try_send(());
+            }
+        });
+        fincorp_agent::run_agent(config, shutdown, reload_rx, Default::default())
             .await
             .context("the agent stopped")
     })

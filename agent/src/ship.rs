@@ -1,23 +1,26 @@
-//! Shipping batches to the correlator: a bounded outbox that sheds the
-//! oldest batch when full, and a sender task that delivers batches in order.
+//! Shipping batches to the correlator: a bounded outbox over the durable
+//! [`spool::DiskSpool`] (or an in-memory queue in tests), whose full policy
+//! is to drop the oldest batch or to block sampling, and a sender task that
+//! delivers batches in order, retrying with backoff and `Retry-After`.
 //!
-//! The outbox is behind the [`BatchQueue`] trait so the in-memory queue can
-//! be swapped for a durable on-disk spool. Producers (the sampling loop) never
-//! wait on the network: `push` only takes a short lock.
+//! A batch is removed only once the correlator has answered 2xx (stored) or
+//! a 4xx that will never change. Every event carries an id, so a resend after
+//! a lost answer or a crash is harmless: the correlator stores each id once.
+
+pub mod spool;
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fincorp_api::wire::{AgentBatch, INGEST_AGENT_PATH};
-use tokio::sync::Notify;
+use fincorp_api::wire::{AgentBatch, INGEST_AGENT_PATH, IngestAck};
+use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
-use crate::client::{Correlator, PostOutcome};
-
-/// How many batches the in-memory outbox holds before dropping the oldest.
-pub const OUTBOX_CAPACITY: usize = 10_000;
+use crate::client::PostOutcome;
+use crate::config::FullPolicy;
 
 /// One serialised [`fincorp_api::wire::AgentBatch`] waiting to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,118 +45,205 @@ impl QueuedBatch {
 
 /// Storage for batches waiting to be sent, oldest first.
 pub trait BatchQueue: Send {
-    /// Appends a batch; returns the batch evicted to make room, if any.
-    fn push(&mut self, batch: QueuedBatch) -> Option<QueuedBatch>;
+    /// The sequence number for the next batch.
+    fn next_seq(&mut self) -> u64;
+    /// Stores a batch at the back (durably, for the disk spool).
+    fn append(&mut self, batch: &QueuedBatch) -> io::Result<()>;
     /// The oldest batch, still queued.
-    fn front(&self) -> Option<&QueuedBatch>;
+    fn front(&mut self) -> io::Result<Option<QueuedBatch>>;
     /// Removes the oldest batch if it is `seq` (it may have been evicted
     /// while it was being sent).
-    fn remove_front(&mut self, seq: u64) -> bool;
+    fn remove_front(&mut self, seq: u64) -> io::Result<bool>;
+    /// Removes the oldest batch; returns its seq and event count.
+    fn pop_front(&mut self) -> io::Result<Option<(u64, usize)>>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Bytes of queued bodies.
+    fn bytes(&self) -> u64;
+    /// Queued sequence numbers, oldest first (for tests and diagnostics).
+    fn seqs(&self) -> Vec<u64>;
 }
 
-/// A bounded in-memory queue that sheds the oldest batch when full.
-#[derive(Debug)]
+/// A bounded in-memory queue (tests, and `--no-spool` debugging).
+#[derive(Debug, Default)]
 pub struct MemoryQueue {
     items: VecDeque<QueuedBatch>,
-    capacity: usize,
+    last_seq: u64,
 }
 
 impl MemoryQueue {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            items: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
 impl BatchQueue for MemoryQueue {
-    fn push(&mut self, batch: QueuedBatch) -> Option<QueuedBatch> {
-        let evicted = if self.items.len() >= self.capacity {
-            self.items.pop_front()
-        } else {
-            None
-        };
-        self.items.push_back(batch);
-        evicted
+    fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
     }
 
-    fn front(&self) -> Option<&QueuedBatch> {
-        self.items.front()
+    fn append(&mut self, batch: &QueuedBatch) -> io::Result<()> {
+        self.last_seq = self.last_seq.max(batch.seq);
+        self.items.push_back(batch.clone());
+        Ok(())
     }
 
-    fn remove_front(&mut self, seq: u64) -> bool {
+    fn front(&mut self) -> io::Result<Option<QueuedBatch>> {
+        Ok(self.items.front().cloned())
+    }
+
+    fn remove_front(&mut self, seq: u64) -> io::Result<bool> {
         if self.items.front().is_some_and(|b| b.seq == seq) {
             self.items.pop_front();
-            true
+            Ok(true)
         } else {
-            false
+            Ok(false)
         }
+    }
+
+    fn pop_front(&mut self) -> io::Result<Option<(u64, usize)>> {
+        Ok(self.items.pop_front().map(|b| (b.seq, b.events)))
     }
 
     fn len(&self) -> usize {
         self.items.len()
     }
+
+    fn bytes(&self) -> u64 {
+        self.items.iter().map(|b| b.body.len() as u64).sum()
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.items.iter().map(|b| b.seq).collect()
+    }
+}
+
+/// What became of a push.
+#[derive(Debug)]
+pub enum Pushed {
+    /// Stored; `evicted` older batches were dropped to make room.
+    Stored { evicted: usize },
+    /// The spool is full and its policy is `block`: nothing was stored; wait
+    /// for [`Outbox::space`] and try again.
+    Full,
+    /// Larger than the whole spool: dropped (counted).
+    TooLarge,
+    /// The spool could not be written: dropped (counted).
+    Failed(io::Error),
+}
+
+/// Counters of the outbox, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct OutboxCounters {
+    pub spooled: AtomicU64,
+    pub sent: AtomicU64,
+    pub send_failures: AtomicU64,
+    pub dropped: AtomicU64,
+    pub rejected: AtomicU64,
+    pub duplicate_events: AtomicU64,
+    pub write_errors: AtomicU64,
 }
 
 /// The shared handle to the outbox: the sampling loop pushes, the sender pops.
 #[derive(Clone)]
 pub struct Outbox {
     queue: Arc<Mutex<dyn BatchQueue>>,
+    max_bytes: u64,
+    policy: FullPolicy,
     notify: Arc<Notify>,
+    /// Signalled whenever a batch leaves the queue (room for a blocked push).
+    space: Arc<Notify>,
     /// Cuts a retry wait short (at shutdown).
     flush: Arc<Notify>,
-    dropped: Arc<AtomicU64>,
+    pub counters: Arc<OutboxCounters>,
 }
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("len", &self.len())
-            .field("dropped", &self.dropped())
+            .field("bytes", &self.bytes())
+            .field("max_bytes", &self.max_bytes)
+            .field("policy", &self.policy)
             .finish()
     }
 }
 
 impl Outbox {
-    pub fn new(queue: impl BatchQueue + 'static) -> Self {
+    pub fn new(queue: impl BatchQueue + 'static, max_bytes: u64, policy: FullPolicy) -> Self {
         Self {
             queue: Arc::new(Mutex::new(queue)),
+            max_bytes: max_bytes.max(1),
+            policy,
             notify: Arc::new(Notify::new()),
+            space: Arc::new(Notify::new()),
             flush: Arc::new(Notify::new()),
-            dropped: Arc::default(),
+            counters: Arc::default(),
         }
-    }
-
-    /// An in-memory outbox of [`OUTBOX_CAPACITY`] batches.
-    pub fn in_memory() -> Self {
-        Self::new(MemoryQueue::new(OUTBOX_CAPACITY))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, dyn BatchQueue + 'static> {
-        // A panic while holding the lock cannot leave the queue inconsistent
-        // (every operation is a single VecDeque call), so poisoning is ignored.
+        // Every queue operation leaves the queue consistent before it can
+        // fail, so a poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a batch without waiting; when full the oldest batch is dropped,
-    /// counted and logged.
-    pub fn push(&self, batch: QueuedBatch) {
-        let evicted = self.lock().push(batch);
-        if let Some(old) = evicted {
-            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    /// The sequence number for the next batch (continues across restarts
+    /// with the disk spool).
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq()
+    }
+
+    /// Stores a batch, applying the full policy. Blocking file IO with the
+    /// disk spool: call it from a blocking thread.
+    pub fn push(&self, batch: &QueuedBatch) -> Pushed {
+        let size = batch.body.len() as u64;
+        if size > self.max_bytes {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
-                seq = old.seq,
-                events = old.events,
-                dropped_total = total,
-                "outbox full: dropped the oldest batch"
+                seq = batch.seq,
+                size,
+                max = self.max_bytes,
+                "batch larger than the whole spool; dropped"
             );
+            return Pushed::TooLarge;
         }
+        let mut q = self.lock();
+        let mut evicted = 0;
+        while q.bytes() + size > self.max_bytes {
+            match self.policy {
+                FullPolicy::Block => return Pushed::Full,
+                FullPolicy::DropOldest => match q.pop_front() {
+                    Ok(Some((seq, events))) => {
+                        evicted += 1;
+                        let total = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::error!(
+                            seq,
+                            events,
+                            dropped_total = total,
+                            "spool full: dropped the oldest batch"
+                        );
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                        return Pushed::Failed(e);
+                    }
+                },
+            }
+        }
+        if let Err(e) = q.append(batch) {
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return Pushed::Failed(e);
+        }
+        drop(q);
+        self.counters.spooled.fetch_add(1, Ordering::Relaxed);
         self.notify.notify_one();
+        Pushed::Stored { evicted }
     }
 
     pub fn len(&self) -> usize {
@@ -164,17 +254,39 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Batches dropped because the outbox was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes()
     }
 
-    fn front(&self) -> Option<QueuedBatch> {
-        self.lock().front().cloned()
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Queued sequence numbers, oldest first.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.lock().seqs()
+    }
+
+    /// Batches dropped (spool full, too large, or unwritable).
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    fn front(&self) -> io::Result<Option<QueuedBatch>> {
+        self.lock().front()
     }
 
     fn remove_front(&self, seq: u64) {
-        self.lock().remove_front(seq);
+        if let Err(e) = self.lock().remove_front(seq) {
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq, error = %e, "cannot remove a delivered batch from the spool; it will be sent again");
+        }
+        self.space.notify_waiters();
+    }
+
+    /// Waits until a batch leaves the queue (for a blocked push).
+    pub async fn space(&self) {
+        self.space.notified().await;
     }
 
     /// Asks the sender to retry now instead of finishing its backoff wait;
@@ -206,25 +318,70 @@ impl Outbox {
     }
 }
 
+/// Removes a delivered batch (file IO: on a blocking thread).
+async fn remove_front(outbox: &Outbox, seq: u64) {
+    let o = outbox.clone();
+    let _ = tokio::task::spawn_blocking(move || o.remove_front(seq)).await;
+}
+
 /// Sends queued batches in order, forever (cancel the task to stop it).
 ///
 /// 2xx removes the batch; 429/503 wait for `Retry-After` (or back off);
 /// 5xx and transport errors back off with jitter; 401 is logged as an error
 /// and retried; any other 4xx drops the batch, which would never succeed.
-pub async fn run_sender(correlator: Correlator, outbox: Outbox) {
+pub async fn run_sender(link: watch::Receiver<crate::Link>, outbox: Outbox) {
     let mut backoff = Backoff::default();
     loop {
-        let Some(batch) = outbox.front() else {
-            outbox.notify.notified().await;
-            continue;
+        let correlator = link.borrow().ingest.clone();
+        let notified = outbox.notify.notified();
+        let o = outbox.clone();
+        let front = tokio::task::spawn_blocking(move || o.front())
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        let batch = match front {
+            Ok(Some(batch)) => batch,
+            Ok(None) => {
+                notified.await;
+                continue;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                outbox.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the spool");
+                outbox.wait_retry(delay).await;
+                continue;
+            }
         };
         match correlator.post_signed(INGEST_AGENT_PATH, &batch.body).await {
-            PostOutcome::Success(_) => {
-                tracing::debug!(seq = batch.seq, events = batch.events, "batch delivered");
-                outbox.remove_front(batch.seq);
+            PostOutcome::Success(body) => {
+                let ack = serde_json::from_slice::<IngestAck>(&body).ok();
+                let duplicates = ack.as_ref().map_or(0, |a| a.duplicates);
+                if duplicates > 0 {
+                    outbox
+                        .counters
+                        .duplicate_events
+                        .fetch_add(u64::from(duplicates), Ordering::Relaxed);
+                }
+                if backoff.attempts() > 0 || duplicates > 0 {
+                    tracing::info!(
+                        seq = batch.seq,
+                        events = batch.events,
+                        duplicates,
+                        after_attempts = backoff.attempts(),
+                        "batch delivered"
+                    );
+                } else {
+                    tracing::debug!(seq = batch.seq, events = batch.events, "batch delivered");
+                }
+                outbox.counters.sent.fetch_add(1, Ordering::Relaxed);
+                remove_front(&outbox, batch.seq).await;
                 backoff.reset();
             }
             PostOutcome::Retry { after, reason } => {
+                outbox
+                    .counters
+                    .send_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 let delay = after.unwrap_or_else(|| backoff.next_delay());
                 tracing::warn!(
                     seq = batch.seq,
@@ -237,6 +394,10 @@ pub async fn run_sender(correlator: Correlator, outbox: Outbox) {
                 outbox.wait_retry(delay).await;
             }
             PostOutcome::Unauthorized(reason) => {
+                outbox
+                    .counters
+                    .send_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next_delay();
                 tracing::error!(
                     seq = batch.seq,
@@ -255,7 +416,8 @@ pub async fn run_sender(correlator: Correlator, outbox: Outbox) {
                     %reason,
                     "correlator refused the batch; dropping it"
                 );
-                outbox.remove_front(batch.seq);
+                outbox.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                remove_front(&outbox, batch.seq).await;
                 backoff.reset();
             }
         }
@@ -263,4 +425,4 @@ pub async fn run_sender(correlator: Correlator, outbox: Outbox) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

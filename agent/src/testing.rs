@@ -1,4 +1,5 @@
-//! An in-process mock correlator for tests: it verifies every request's
+//! An in-process mock correlator for tests (unit tests, and the binary's
+//! tests in `agent/tests/`, which include this file): it verifies every request's
 //! signature with the real [`Verifier`], records batches and command results,
 //! serves queued commands to pollers and can answer ingest with scripted
 //! failures.
@@ -55,6 +56,12 @@ impl Drop for MockCorrelator {
 
 impl MockCorrelator {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Listens on `addr` (a fixed port lets a test stop and restart the
+    /// correlator while the agent keeps its URL).
+    pub async fn start_on(addr: &str) -> Self {
         let state = Arc::new(MockState {
             verifier: Verifier::new([key()], 30_000),
             batches: Mutex::default(),
@@ -70,9 +77,9 @@ impl MockCorrelator {
             .route(COMMAND_POLL_PATH, post(poll))
             .route(COMMAND_RESULT_PATH, post(result))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -193,9 +200,9 @@ async fn result(State(state): State<Arc<MockState>>, headers: HeaderMap, body: B
 }
 
 /// Parses an agent config from YAML text with the test secret.
-pub fn config(text: &str) -> crate::config::AgentConfig {
+pub fn config(text: &str) -> fincorp_agent::config::AgentConfig {
     let doc = fincorp_api::yaml::Document::from_text(std::path::Path::new("agent.yaml"), text);
-    crate::config::from_document(
+    fincorp_agent::config::from_document(
         &doc,
         &|_: &fincorp_api::config::SecretSource, _: &std::path::Path| {
             Ok(fincorp_api::config::Secret::new(SECRET))

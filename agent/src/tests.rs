@@ -23,10 +23,14 @@ async fn the_agent_alerts_on_a_real_process_ships_signed_batches_and_resolves_wh
         .spawn()
         .expect("spawn sleep");
     let pattern = format!("^sleep {}$", regex::escape(&seconds));
+    let state = tempfile::tempdir().unwrap();
     let cfg = config(&format!(
         "\
 version: 1
 host: test-host
+state_dir: {state}
+metrics:
+  enabled: false
 sample_interval: 200ms
 heartbeat_interval: 400ms
 discovery_interval: 200ms
@@ -44,7 +48,8 @@ apps:
         for: 200ms
         severity: info
 ",
-        url = mock.url
+        url = mock.url,
+        state = state.path().display(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(run_with_grace(

@@ -31,6 +31,8 @@ fn help_describes_the_flags() {
         "--config",
         "--check-config",
         "--log-format",
+        "--state-dir",
+        "FINCORP_AGENT_STATE_DIR",
         "FINCORP_AGENT_CONFIG",
         "/etc/fincorp/agent.yaml",
     ] {

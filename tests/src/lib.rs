@@ -218,6 +218,15 @@ pub fn cgroup_v1() -> bool {
     Path::new(CGROUP_ROOT).join("cpu/cpu.cfs_quota_us").exists()
 }
 
+/// Sends `signal` (e.g. `-TERM`) to `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
 /// The directory of a cgroup given relative to the cpu controller.
 pub fn cgroup_dir(relative: &str) -> PathBuf {
     if cgroup_v1() {
@@ -305,6 +314,9 @@ integrations:
 host: {host}
 sample_interval: 1s
 heartbeat_interval: 5s
+state_dir: agent-state
+metrics:
+  enabled: false
 correlator:
   url: {api}
   key_id: fleet
@@ -365,12 +377,17 @@ apps:
 
     /// Starts the correlator and waits until it answers.
     pub fn start_correlator(&mut self) {
+        self.start_correlator_with_log("info");
+    }
+
+    /// [`Stack::start_correlator`] with another `RUST_LOG` filter.
+    pub fn start_correlator_with_log(&mut self, rust_log: &str) {
         let mut c = Command::new(bin("fincorp-correlator"));
         c.arg("--config")
             .arg(self.dir().join("correlator.yaml"))
             .env("FINCORP_AGENT_KEY", AGENT_KEY)
             .env("FINCORP_SERVICENOW_PASSWORD", SN_PASSWORD)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", rust_log);
         let mut proc = Proc::spawn("fincorp-correlator", c, self.dir());
         wait_http_ok(
             &format!("{}/healthz", self.api),

@@ -8,12 +8,14 @@
 pub mod apps;
 pub mod host;
 pub mod probe;
+pub mod procfs;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fincorp_api::UnixMs;
 use fincorp_api::wire::{AppSample, HostSample};
-use sysinfo::{Pid, System};
+use sysinfo::System;
 use thiserror::Error;
 
 use crate::config::AppConfig;
@@ -34,22 +36,42 @@ pub struct Sampler {
     app_names: Vec<String>,
     discovery_interval: Duration,
     last_discovery: Option<Instant>,
+    cores: f64,
 }
 
 impl Sampler {
-    /// `discovery_interval` of zero scans the full process table every tick.
-    pub fn new(apps: &[AppConfig], discovery_interval: Duration) -> Result<Self, CollectError> {
-        let system = System::new().map_err(|e| CollectError::System(format!("{e:?}")))?;
-        let own_pid = Pid::from_u32(std::process::id());
+    /// `discovery_interval` of zero rescans the process table every tick.
+    pub fn new(
+        apps: &[AppConfig],
+        discovery_interval: Duration,
+        cgroup_root: &Path,
+    ) -> Result<Self, CollectError> {
+        Self::with_proc(apps, discovery_interval, cgroup_root, Path::new("/proc"))
+    }
+
+    /// [`Sampler::new`] reading processes from another `/proc`.
+    pub fn with_proc(
+        apps: &[AppConfig],
+        discovery_interval: Duration,
+        cgroup_root: &Path,
+        proc_root: &Path,
+    ) -> Result<Self, CollectError> {
+        let mut system = System::new().map_err(|e| CollectError::System(format!("{e:?}")))?;
+        host::refresh(&mut system);
+        let cores = system.cpus().len().max(1) as f64;
         Ok(Self {
             system,
             tracker: ProcessTracker::new(
                 apps.iter().map(|a| a.selector.clone()).collect(),
-                own_pid,
+                apps.iter().map(|a| a.cgroup.clone()).collect(),
+                std::process::id(),
+                proc_root,
+                cgroup_root,
             ),
             app_names: apps.iter().map(|a| a.name.clone()).collect(),
             discovery_interval,
             last_discovery: None,
+            cores,
         })
     }
 
@@ -61,15 +83,12 @@ impl Sampler {
         let discover = self
             .last_discovery
             .is_none_or(|last| now.saturating_duration_since(last) >= self.discovery_interval);
-        // Refresh first: a scan re-reads every process's CPU times, which
-        // would leave the tracked PIDs a near-zero interval.
-        self.tracker.refresh(&mut self.system);
         if discover {
-            self.tracker.discover(&mut self.system);
+            self.tracker.discover();
             self.last_discovery = Some(now);
         }
+        let stats = self.tracker.sample(Instant::now());
         let host = host::stats(&self.system);
-        let stats = self.tracker.stats(&self.system);
         HostSample {
             at_ms,
             cpu_pct: host.cpu_pct,
@@ -85,18 +104,26 @@ impl Sampler {
                     cpu_pct: s.cpu_pct,
                     rss_bytes: s.rss_bytes,
                     probe: None,
+                    host_cpu_pct: Some(s.cpu_pct / self.cores),
+                    throttling: s.throttling,
                 })
                 .collect(),
+            cpu_per_core_pct: host.cpu_per_core_pct,
+            mem_available_bytes: Some(host.mem_available_bytes),
+            swap_used_bytes: Some(host.swap_used_bytes),
+            swap_total_bytes: Some(host.swap_total_bytes),
+            load: Some(host.load),
         }
     }
 
     /// The PIDs currently assigned to app number `app`.
     pub fn pids_of(&self, app: usize) -> Vec<u32> {
-        self.tracker
-            .pids_of(app)
-            .into_iter()
-            .map(Pid::as_u32)
-            .collect()
+        self.tracker.pids_of(app)
+    }
+
+    /// Processes known to discovery.
+    pub fn known_processes(&self) -> usize {
+        self.tracker.known_processes()
     }
 }
 

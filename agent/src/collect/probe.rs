@@ -1,5 +1,6 @@
-//! HTTP latency probes. Each probed app has its own task, so a slow or hung
-//! endpoint never delays sampling; the sampler reads the latest result.
+//! Latency probes: HTTP (status and body expectations, timeout) and TCP
+//! connect. Each probed app has its own task, so a slow or hung endpoint
+//! never delays sampling; the sampler reads the latest result.
 
 use std::time::{Duration, Instant};
 
@@ -7,41 +8,102 @@ use fincorp_api::wire::ProbeSample;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{AppConfig, HttpProbe};
+use crate::config::{AppConfig, HttpProbe, Probe, TcpProbe};
 use crate::error_chain;
 
-/// Runs one probe: GET the URL, ok iff the status is the expected one.
-/// `latency_ms` is only set when the probe succeeded.
-pub async fn probe_once(client: &reqwest::Client, probe: &HttpProbe) -> ProbeSample {
+/// Most of a response body read to check `expect_body`.
+pub const MAX_PROBE_BODY: usize = 64 * 1024;
+
+fn timed_out(timeout: Duration) -> String {
+    format!("timed out after {}", fincorp_api::config::Duration(timeout))
+}
+
+fn failed(status: Option<u16>, error: String) -> ProbeSample {
+    ProbeSample {
+        ok: false,
+        latency_ms: None,
+        status,
+        error: Some(error),
+    }
+}
+
+/// Runs one HTTP probe: GET the URL; ok iff the status is the expected one
+/// and, with `expect_body`, the body (its first 64 KiB) contains that text.
+/// `latency_ms` (until the body is read) is only set when the probe succeeded.
+pub async fn probe_http(client: &reqwest::Client, probe: &HttpProbe) -> ProbeSample {
     let started = Instant::now();
-    match client.get(&probe.url).timeout(probe.timeout).send().await {
-        Ok(response) => {
+    let attempt = async {
+        let mut response = client.get(&probe.url).send().await?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        if probe.expect_body.is_some() && status == probe.expect_status {
+            while let Some(chunk) = response.chunk().await? {
+                body.extend_from_slice(&chunk);
+                if body.len() >= MAX_PROBE_BODY {
+                    body.truncate(MAX_PROBE_BODY);
+                    break;
+                }
+            }
+        }
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    match tokio::time::timeout(probe.timeout, attempt).await {
+        Ok(Ok((status, body))) => {
             let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
-            let status = response.status().as_u16();
-            let ok = status == probe.expect_status;
+            if status != probe.expect_status {
+                return failed(
+                    Some(status),
+                    format!("status {status}, expected {}", probe.expect_status),
+                );
+            }
+            if let Some(want) = &probe.expect_body {
+                if !String::from_utf8_lossy(&body).contains(want.as_str()) {
+                    return failed(Some(status), format!("body does not contain {want:?}"));
+                }
+            }
             ProbeSample {
-                ok,
-                latency_ms: ok.then_some(latency_ms),
+                ok: true,
+                latency_ms: Some(latency_ms),
                 status: Some(status),
-                error: (!ok).then(|| format!("status {status}, expected {}", probe.expect_status)),
+                error: None,
             }
         }
-        Err(e) => {
-            let error = if e.is_timeout() {
-                format!(
-                    "timed out after {}",
-                    fincorp_api::config::Duration(probe.timeout)
-                )
-            } else {
-                error_chain(&e)
-            };
+        Ok(Err(e)) if e.is_timeout() => failed(None, timed_out(probe.timeout)),
+        Ok(Err(e)) => failed(None, error_chain(&e)),
+        Err(_) => failed(None, timed_out(probe.timeout)),
+    }
+}
+
+/// Runs one TCP probe: connect, then close; ok iff the connection was
+/// established within the timeout.
+pub async fn probe_tcp(probe: &TcpProbe) -> ProbeSample {
+    let started = Instant::now();
+    match tokio::time::timeout(
+        probe.timeout,
+        tokio::net::TcpStream::connect(&probe.address),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => {
+            let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+            drop(stream);
             ProbeSample {
-                ok: false,
-                latency_ms: None,
+                ok: true,
+                latency_ms: Some(latency_ms),
                 status: None,
-                error: Some(error),
+                error: None,
             }
         }
+        Ok(Err(e)) => failed(None, format!("connect to {}: {e}", probe.address)),
+        Err(_) => failed(None, timed_out(probe.timeout)),
+    }
+}
+
+/// Runs one probe of either kind.
+pub async fn probe_once(client: &reqwest::Client, probe: &Probe) -> ProbeSample {
+    match probe {
+        Probe::Http(p) => probe_http(client, p).await,
+        Probe::Tcp(p) => probe_tcp(p).await,
     }
 }
 
@@ -60,7 +122,7 @@ impl ProbeResults {
         let longest = apps
             .iter()
             .filter_map(|a| a.probe.as_ref())
-            .map(|p| p.timeout)
+            .map(Probe::timeout)
             .max();
         let mut receivers = Vec::with_capacity(apps.len());
         let mut tasks = Vec::new();
@@ -68,7 +130,9 @@ impl ProbeResults {
             receivers.resize_with(apps.len(), || None);
             return Ok(Self { receivers, tasks });
         };
-        let client = fincorp_api::http::client_builder(longest).build()?;
+        let client = fincorp_api::http::client_builder(longest)
+            .pool_max_idle_per_host(1)
+            .build()?;
         for app in apps {
             let Some(probe) = app.probe.clone() else {
                 receivers.push(None);
@@ -87,8 +151,8 @@ impl ProbeResults {
                     let result = probe_once(&client, &probe).await;
                     if was_ok != Some(result.ok) {
                         match &result.error {
-                            None => tracing::info!(app = %name, url = %probe.url, "probe is up"),
-                            Some(error) => tracing::warn!(app = %name, url = %probe.url, %error, "probe is failing"),
+                            None => tracing::info!(app = %name, target = probe.target(), "probe is up"),
+                            Some(error) => tracing::warn!(app = %name, target = probe.target(), %error, "probe is failing"),
                         }
                         was_ok = Some(result.ok);
                     }
@@ -129,12 +193,13 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn probe(url: String, timeout_ms: u64) -> HttpProbe {
-        HttpProbe {
+    fn probe(url: String, timeout_ms: u64) -> Probe {
+        Probe::Http(HttpProbe {
             url,
             timeout: Duration::from_millis(timeout_ms),
             expect_status: 200,
-        }
+            expect_body: None,
+        })
     }
 
     #[tokio::test]
@@ -183,5 +248,60 @@ mod tests {
         let result = probe_once(&client, &probe(format!("http://{addr}/health"), 2_000)).await;
         assert!(!result.ok);
         assert!(result.error.is_some_and(|e| !e.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn the_body_expectation_is_checked() {
+        let base = serve(
+            Router::new()
+                .route("/health", get(|| async { "status: UP" }))
+                .route("/degraded", get(|| async { "status: DEGRADED" })),
+        )
+        .await;
+        let client = fincorp_api::http::client(Duration::from_secs(10));
+        let with_body = |path: &str| HttpProbe {
+            url: format!("{base}{path}"),
+            timeout: Duration::from_secs(5),
+            expect_status: 200,
+            expect_body: Some("UP".into()),
+        };
+        let up = probe_http(&client, &with_body("/health")).await;
+        assert!(up.ok && up.latency_ms.is_some(), "{up:?}");
+        let degraded = probe_http(&client, &with_body("/degraded")).await;
+        assert_eq!(
+            (degraded.ok, degraded.status, degraded.latency_ms),
+            (false, Some(200), None)
+        );
+        assert_eq!(
+            degraded.error.as_deref(),
+            Some("body does not contain \"UP\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_measures_connect_latency_and_fails_when_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = probe_tcp(&TcpProbe {
+            address: addr.to_string(),
+            timeout: Duration::from_secs(2),
+        })
+        .await;
+        assert!(open.ok, "{open:?}");
+        let ms = open.latency_ms.unwrap();
+        assert!((0.0..2_000.0).contains(&ms), "{ms}");
+        drop(listener);
+        let closed = probe_tcp(&TcpProbe {
+            address: addr.to_string(),
+            timeout: Duration::from_secs(2),
+        })
+        .await;
+        assert!(!closed.ok && closed.latency_ms.is_none(), "{closed:?}");
+        assert!(
+            closed
+                .error
+                .unwrap()
+                .starts_with(&format!("connect to {addr}: "))
+        );
     }
 }

@@ -16,6 +16,11 @@ pub enum Outcome {
     },
     Refused(String),
     Failed(String),
+    /// Attempted and failed, with what is known (e.g. a script's exit code).
+    FailedWith {
+        message: String,
+        detail: CommandDetail,
+    },
 }
 
 /// Which cgroup interface an app's directory uses.
@@ -299,7 +304,10 @@ mod tests {
                 before,
                 after,
                 ..
-            } = detail;
+            } = detail
+            else {
+                panic!("not a reallocate detail")
+            };
             assert_eq!(cgroup_version, 2);
             assert_eq!(written, file.display().to_string());
             assert_eq!(
@@ -321,7 +329,9 @@ mod tests {
             Path::new(REL),
             10.0,
             2.0,
-        ));
+        )) else {
+            panic!("not a reallocate detail")
+        };
         assert_eq!(cgroup_version, 1);
         assert_eq!(
             std::fs::read_to_string(v2.join("cpu.max")).unwrap(),
@@ -463,7 +473,10 @@ mod tests {
             before,
             after,
             ..
-        } = detail;
+        } = detail
+        else {
+            panic!("not a reallocate detail")
+        };
         assert_eq!(cgroup_version, 1);
         assert_eq!(before.quota_us, Some(50_000));
         assert_eq!(after.quota_us, Some(60_000));

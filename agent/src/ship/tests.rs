@@ -1,5 +1,6 @@
-//! Outbox and sender tests against the in-process mock correlator.
+//! Outbox, spool and sender tests against the in-process mock correlator.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use fincorp_api::wire::{AgentBatch, AgentInfo, HostSample};
@@ -22,6 +23,11 @@ fn batch(seq: u64) -> QueuedBatch {
             mem_used_bytes: 1,
             mem_total_bytes: 2,
             apps: Vec::new(),
+            cpu_per_core_pct: Vec::new(),
+            mem_available_bytes: None,
+            swap_used_bytes: None,
+            swap_total_bytes: None,
+            load: None,
         }],
     })
     .unwrap()
@@ -31,36 +37,142 @@ fn seqs(mock: &MockCorrelator) -> Vec<u64> {
     mock.batches().iter().map(|b| b.seq).collect()
 }
 
+/// A link to a correlator at `url`, as the agent's tasks get it.
+pub(crate) fn link(
+    url: &str,
+    signing: fincorp_api::signing::SigningKey,
+) -> tokio::sync::watch::Receiver<crate::Link> {
+    let c = crate::client::Correlator::new(url, signing, Duration::from_secs(5)).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(crate::Link {
+        ingest: c.clone(),
+        poll: c,
+        host: "web01".into(),
+    });
+    // The tasks only read; keep the channel open for the test's lifetime.
+    std::mem::forget(tx);
+    rx
+}
+
+fn memory_outbox() -> Outbox {
+    Outbox::new(MemoryQueue::new(), 1 << 20, FullPolicy::DropOldest)
+}
+
 fn start_sender(
     mock: &MockCorrelator,
     signing: fincorp_api::signing::SigningKey,
 ) -> (Outbox, tokio::task::JoinHandle<()>) {
-    let outbox = Outbox::new(MemoryQueue::new(100));
-    let correlator = Correlator::new(&mock.url, signing, Duration::from_secs(5)).unwrap();
-    let task = tokio::spawn(run_sender(correlator, outbox.clone()));
+    let outbox = memory_outbox();
+    let task = tokio::spawn(run_sender(link(&mock.url, signing), outbox.clone()));
     (outbox, task)
 }
 
-#[test]
-fn a_full_memory_queue_drops_the_oldest_batch() {
-    let mut q = MemoryQueue::new(2);
-    assert_eq!(q.push(batch(1)), None);
-    assert_eq!(q.push(batch(2)), None);
-    assert_eq!(q.push(batch(3)).map(|b| b.seq), Some(1));
-    assert_eq!(q.front().map(|b| b.seq), Some(2));
-    assert!(!q.remove_front(3), "only the front can be removed");
-    assert!(q.remove_front(2));
-    assert_eq!((q.len(), q.front().map(|b| b.seq)), (1, Some(3)));
+/// The size of one test batch on disk.
+fn batch_size() -> u64 {
+    batch(1).body.len() as u64
 }
 
 #[test]
-fn the_outbox_counts_what_it_sheds() {
-    let outbox = Outbox::new(MemoryQueue::new(3));
+fn a_full_drop_oldest_outbox_sheds_the_oldest_and_counts_it() {
+    let outbox = Outbox::new(
+        MemoryQueue::new(),
+        3 * batch_size() + 2,
+        FullPolicy::DropOldest,
+    );
     for seq in 1..=5 {
-        outbox.push(batch(seq));
+        assert!(matches!(outbox.push(&batch(seq)), Pushed::Stored { .. }));
     }
     assert_eq!((outbox.len(), outbox.dropped()), (3, 2));
-    assert_eq!(outbox.front().map(|b| b.seq), Some(3));
+    assert_eq!(outbox.seqs(), [3, 4, 5]);
+    assert_eq!(outbox.front().unwrap().map(|b| b.seq), Some(3));
+    assert_eq!(outbox.bytes(), 3 * batch_size());
+}
+
+#[test]
+fn a_full_block_outbox_refuses_until_there_is_room() {
+    let outbox = Outbox::new(MemoryQueue::new(), 2 * batch_size() + 2, FullPolicy::Block);
+    assert!(matches!(
+        outbox.push(&batch(1)),
+        Pushed::Stored { evicted: 0 }
+    ));
+    assert!(matches!(
+        outbox.push(&batch(2)),
+        Pushed::Stored { evicted: 0 }
+    ));
+    assert!(matches!(outbox.push(&batch(3)), Pushed::Full));
+    assert_eq!(
+        (outbox.seqs(), outbox.dropped()),
+        (vec![1, 2], 0),
+        "nothing shed"
+    );
+    outbox.remove_front(1);
+    assert!(matches!(
+        outbox.push(&batch(3)),
+        Pushed::Stored { evicted: 0 }
+    ));
+    assert_eq!(outbox.seqs(), [2, 3]);
+    // A batch larger than the whole spool can never fit: dropped, counted.
+    let tiny = Outbox::new(MemoryQueue::new(), 10, FullPolicy::Block);
+    assert!(matches!(tiny.push(&batch(1)), Pushed::TooLarge));
+    assert_eq!(tiny.dropped(), 1);
+}
+
+#[test]
+fn the_disk_spool_survives_a_reopen_in_order_and_continues_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    {
+        let outbox = Outbox::new(
+            spool::DiskSpool::open(&spool_dir).unwrap(),
+            1 << 20,
+            FullPolicy::DropOldest,
+        );
+        for _ in 0..3 {
+            let seq = outbox.next_seq();
+            outbox.push(&batch(seq));
+        }
+        outbox.remove_front(1);
+        // Dropped without any shutdown: as after kill -9.
+    }
+    // An interrupted write leaves a temporary file; it is not a batch.
+    std::fs::write(spool_dir.join("99.tmp"), b"{\"half").unwrap();
+    let spool = spool::DiskSpool::open(&spool_dir).unwrap();
+    assert_eq!(spool.seqs(), [2, 3]);
+    assert_eq!(spool.bytes(), 2 * batch_size());
+    assert!(!spool_dir.join("99.tmp").exists());
+    let outbox = Outbox::new(spool, 1 << 20, FullPolicy::DropOldest);
+    assert_eq!(
+        outbox.front().unwrap().unwrap(),
+        batch(2),
+        "the exact bytes come back"
+    );
+    assert_eq!(outbox.next_seq(), 4, "numbering continues");
+    outbox.remove_front(2);
+    outbox.remove_front(3);
+    drop(outbox);
+    let spool = spool::DiskSpool::open(&spool_dir).unwrap();
+    assert!(spool.seqs().is_empty());
+    let mut spool = spool;
+    assert_eq!(spool.next_seq(), 4, "even when the spool was empty");
+}
+
+#[test]
+fn a_corrupt_spool_file_is_moved_aside_and_a_second_agent_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spool::DiskSpool::open(dir.path()).unwrap();
+    let err = spool::DiskSpool::open(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another fincorp-agent"),
+        "{err}"
+    );
+    drop(first);
+    std::fs::write(
+        dir.path().join("00000000000000000007-0.batch"),
+        b"{not json",
+    )
+    .unwrap();
+    let spool = spool::DiskSpool::open(dir.path()).unwrap();
+    assert_eq!((spool.len(), spool.corrupt_at_start), (0, 1));
+    assert!(dir.path().join("00000000000000000007-0.corrupt").exists());
 }
 
 #[tokio::test]
@@ -68,7 +180,7 @@ async fn batches_arrive_signed_and_in_order() {
     let mock = MockCorrelator::start().await;
     let (outbox, task) = start_sender(&mock, key());
     for seq in 1..=5 {
-        outbox.push(batch(seq));
+        outbox.push(&batch(seq));
     }
     assert!(
         mock.wait_until(Duration::from_secs(10), |m| m.batches().len() >= 5)
@@ -96,8 +208,8 @@ async fn a_503_then_500_is_retried_honouring_retry_after_and_delivery_stays_in_o
         .extend([(503, Some(1)), (500, None)]);
     let (outbox, task) = start_sender(&mock, key());
     let started = Instant::now();
-    outbox.push(batch(1));
-    outbox.push(batch(2));
+    outbox.push(&batch(1));
+    outbox.push(&batch(2));
     assert!(
         mock.wait_until(Duration::from_secs(20), |m| m.batches().len() >= 2)
             .await,
@@ -128,8 +240,8 @@ async fn a_429_is_retried_and_other_4xx_drop_the_batch() {
         .unwrap()
         .extend([(429, Some(0)), (400, None)]);
     let (outbox, task) = start_sender(&mock, key());
-    outbox.push(batch(1));
-    outbox.push(batch(2));
+    outbox.push(&batch(1));
+    outbox.push(&batch(2));
     assert!(
         mock.wait_until(Duration::from_secs(10), |m| !m.batches().is_empty())
             .await
@@ -147,7 +259,7 @@ async fn a_wrong_key_is_retried_not_dropped() {
     let wrong = fincorp_api::signing::SigningKey::new("fleet", b"ffffffffffffffffffffffffffffffff")
         .unwrap();
     let (outbox, task) = start_sender(&mock, wrong);
-    outbox.push(batch(1));
+    outbox.push(&batch(1));
     assert!(
         mock.wait_until(Duration::from_secs(10), |m| m
             .state
@@ -172,13 +284,15 @@ async fn an_unreachable_correlator_keeps_batches_queued() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let outbox = Outbox::new(MemoryQueue::new(10));
-    let correlator =
-        Correlator::new(&format!("http://{addr}"), key(), Duration::from_secs(1)).unwrap();
-    let task = tokio::spawn(run_sender(correlator, outbox.clone()));
-    outbox.push(batch(1));
+    let outbox = memory_outbox();
+    let task = tokio::spawn(run_sender(
+        link(&format!("http://{addr}"), key()),
+        outbox.clone(),
+    ));
+    outbox.push(&batch(1));
     assert!(!outbox.drained(Duration::from_millis(500)).await);
     assert_eq!(outbox.len(), 1);
+    assert!(outbox.counters.send_failures.load(Ordering::Relaxed) >= 1);
     task.abort();
 }
 
@@ -191,7 +305,7 @@ async fn flush_now_cuts_a_long_retry_wait_short_for_shutdown() {
         .unwrap()
         .push_back((503, Some(60)));
     let (outbox, task) = start_sender(&mock, key());
-    outbox.push(batch(1));
+    outbox.push(&batch(1));
     assert!(
         mock.wait_until(Duration::from_secs(10), |m| m
             .state

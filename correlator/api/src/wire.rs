@@ -139,6 +139,40 @@ pub struct HostSample {
     pub mem_total_bytes: u64,
     #[serde(default)]
     pub apps: Vec<AppSample>,
+    /// CPU busy per core, percent of that core (0–100), in core order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_per_core_pct: Vec<f64>,
+    /// Memory available for new work without swapping (`MemAvailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadAverage>,
+}
+
+/// The kernel's 1, 5 and 15 minute load averages.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadAverage {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+}
+
+/// CFS bandwidth throttling counters of a cgroup (`cpu.stat`), cumulative
+/// since the cgroup was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuThrottling {
+    /// Enforcement periods that have elapsed.
+    pub nr_periods: u64,
+    /// Periods in which the cgroup was throttled.
+    pub nr_throttled: u64,
+    /// Total time the cgroup's tasks were throttled, microseconds.
+    pub throttled_us: u64,
 }
 
 /// One app's metrics in one sampling pass.
@@ -153,6 +187,13 @@ pub struct AppSample {
     pub rss_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeSample>,
+    /// CPU used by the app's processes, percent of all the host's cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu_pct: Option<f64>,
+    /// The app cgroup's CPU throttling counters, where the app has a cgroup
+    /// with the cpu controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttling: Option<CpuThrottling>,
 }
 
 /// The result of one latency probe.
@@ -230,12 +271,44 @@ pub enum CommandAction {
         resource: Resource,
         increase_pct: f64,
     },
+    /// Set an app's CPU quota, CPU weight and/or memory limit to absolute
+    /// values (absent ones are left alone), through its cgroup (v1 or v2) or
+    /// `systemctl set-property` when the app is a systemd unit.
+    SetLimits {
+        app: String,
+        /// CPU quota in cores (e.g. `1.5`); the period is left as it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu_cores: Option<f64>,
+        /// CPU weight on cgroup v2's scale, 1–10000 (default 100); converted
+        /// to `cpu.shares` on cgroup v1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu_weight: Option<u64>,
+        /// Hard memory limit in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_max_bytes: Option<u64>,
+    },
+    /// Restart the systemd unit of an app selected by `systemd_unit`. The
+    /// unit is the app's, from the agent's config; never a name on the wire.
+    RestartUnit { app: String },
+    /// Run a script from the agent's allowlist directory with a timeout.
+    RunScript {
+        /// A file name inside the allowlist directory, never a path.
+        script: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        args: Vec<String>,
+        /// At most the agent's configured maximum.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
 }
 
 impl CommandAction {
     pub fn kind(&self) -> &'static str {
         match self {
             CommandAction::Reallocate { .. } => "reallocate",
+            CommandAction::SetLimits { .. } => "set_limits",
+            CommandAction::RestartUnit { .. } => "restart_unit",
+            CommandAction::RunScript { .. } => "run_script",
         }
     }
 }
@@ -245,6 +318,9 @@ impl CommandAction {
 #[serde(rename_all = "lowercase")]
 pub enum Resource {
     Cpu,
+    /// The hard memory limit (`memory.limit_in_bytes` / `memory.max` /
+    /// `MemoryMax=`).
+    Memory,
 }
 
 /// How a command ended on the agent.
@@ -287,6 +363,70 @@ pub enum CommandDetail {
         before: CpuLimit,
         after: CpuLimit,
     },
+    /// `set_limits`, or a memory `reallocate`: the app's limits before and
+    /// after, as read back from the kernel or systemd.
+    Limits {
+        app: String,
+        /// `cgroup_v1`, `cgroup_v2` or `systemd`.
+        backend: String,
+        /// The cgroup directory (or directories, comma-separated) or the unit.
+        target: String,
+        before: AppLimits,
+        after: AppLimits,
+    },
+    /// `restart_unit`: the unit's state before and after the restart.
+    Restart {
+        app: String,
+        unit: String,
+        before: UnitState,
+        after: UnitState,
+    },
+    /// `run_script`: how the script ended.
+    Script {
+        script: String,
+        /// `None` when the script was killed (timeout or signal).
+        exit_code: Option<i32>,
+        timed_out: bool,
+        duration_ms: u64,
+        /// The end of its output, at most a few KiB each.
+        stdout: String,
+        stderr: String,
+    },
+}
+
+/// An app's resource limits as read back. `None` fields were not read (not
+/// asked for, or not available on this backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuLimit>,
+    /// On cgroup v2's scale (1–10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryLimit>,
+}
+
+/// A hard memory limit; `max_bytes: None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryLimit {
+    pub max_bytes: Option<u64>,
+}
+
+/// What `systemctl show` says about a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitState {
+    /// `ActiveState`, e.g. `active`.
+    pub active_state: String,
+    /// `SubState`, e.g. `running`.
+    pub sub_state: String,
+    /// `MainPID`; 0 when none.
+    pub main_pid: u32,
+    /// `ExecMainStartTimestampMonotonic`: changes on every (re)start.
+    pub started_monotonic_us: u64,
 }
 
 /// A CFS bandwidth limit: `quota_us` per `period_us`; `None` is unlimited.
@@ -339,6 +479,49 @@ mod tests {
         let text = serde_json::to_string(&cmd).unwrap();
         assert!(text.contains(r#""kind":"reallocate""#), "{text}");
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), cmd);
+    }
+
+    #[test]
+    fn new_command_kinds_round_trip_and_old_samples_still_parse() {
+        for action in [
+            CommandAction::SetLimits {
+                app: "A".into(),
+                cpu_cores: Some(1.5),
+                cpu_weight: None,
+                memory_max_bytes: Some(1 << 30),
+            },
+            CommandAction::RestartUnit { app: "A".into() },
+            CommandAction::RunScript {
+                script: "drain.sh".into(),
+                args: vec!["--fast".into()],
+                timeout_ms: Some(5_000),
+            },
+            CommandAction::Reallocate {
+                app: "A".into(),
+                resource: Resource::Memory,
+                increase_pct: 10.0,
+            },
+        ] {
+            let text = serde_json::to_string(&action).unwrap();
+            assert!(
+                text.contains(&format!(r#""kind":"{}""#, action.kind())),
+                "{text}"
+            );
+            assert_eq!(
+                serde_json::from_str::<CommandAction>(&text).unwrap(),
+                action
+            );
+        }
+        // A sample from an agent that predates the optional fields.
+        let old = r#"{"at_ms":1,"cpu_pct":2.0,"mem_used_bytes":3,"mem_total_bytes":4,
+            "apps":[{"app":"A","processes":1,"cpu_pct":0.5,"rss_bytes":9}]}"#;
+        let s: HostSample = serde_json::from_str(old).unwrap();
+        assert_eq!((s.load, s.apps[0].throttling), (None, None));
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            !text.contains("load") && !text.contains("throttling"),
+            "{text}"
+        );
     }
 
     #[test]

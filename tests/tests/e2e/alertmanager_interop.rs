@@ -128,7 +128,10 @@ receivers:
 
     // Resolve them at Alertmanager: it notifies us with status resolved.
     let ended = fincorp_api::format_ms(fincorp_api::now_ms() - 1_000);
-    let (status, body) = post_json(&format!("{am}/api/v2/alerts"), &alerts(&started, Some(&ended)));
+    let (status, body) = post_json(
+        &format!("{am}/api/v2/alerts"),
+        &alerts(&started, Some(&ended)),
+    );
     assert_eq!(status, 200, "{body}");
     wait_for(
         &mut stack,

@@ -6,3 +6,4 @@ mod alertmanager_interop;
 mod audit_chain;
 mod ingest_crash;
 mod s1_chaos_spike;
+mod s5_agent_spool;
