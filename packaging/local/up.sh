@@ -17,7 +17,7 @@ bin=$root/target/release
 echo "building release binaries (first time takes a few minutes)..."
 (cd "$root" && cargo build --release --bins --quiet)
 
-mkdir -p "$state/secrets" "$state/correlator"
+mkdir -p "$state/secrets" "$state/correlator" "$state/agent"
 umask 077
 for name in agent-hmac.key servicenow.password; do
     [ -s "$state/secrets/$name" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/secrets/$name"
@@ -48,7 +48,7 @@ up() { "$bin/fincorpctl" --url http://127.0.0.1:9470 incidents list --limit 1 >/
 for _ in $(seq 1 100); do up && break; sleep 0.1; done
 up || { echo "the correlator did not come up on 127.0.0.1:9470; see its log above" >&2; exit 1; }
 
-"$bin/fincorp-agent" --config "$etc/agent.yaml" > >(prefix agent) 2>&1 &
+"$bin/fincorp-agent" --config "$etc/agent.yaml" --state-dir "$state/agent" > >(prefix agent) 2>&1 &
 pids+=($!)
 
 cat <<MSG
@@ -56,6 +56,7 @@ cat <<MSG
 FINCORP stack running:
   API          http://127.0.0.1:9470/api/v1/incidents
   ServiceNow   http://127.0.0.1:9471 (simulator; user fincorp-operator, password in $state/secrets)
+  agent        http://127.0.0.1:9472/metrics (its own and this host's metrics)
   state        $state
 
 In another shell (as root, for cgroups), rehearse the guide's CPU spike:

@@ -153,12 +153,12 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
             }
             "load" if ev["load_pct"].as_f64().unwrap() >= 130.0 && !peak_seen => {
                 peak_seen = true;
-                // The peak demands >= 1.3 cores. Measure what the kernel gives.
+                // The peak demands >= 1.3 cores. Measure what the kernel
+                // gives: the best of five 1 s windows, so a burst of other
+                // work on this 2-core machine does not hide the new quota.
                 std::thread::sleep(Duration::from_millis(500));
-                cores_at_peak = Some(measure_cores(
-                    burner_pid.expect("started first"),
-                    Duration::from_secs(3),
-                ));
+                let pid = burner_pid.expect("started first");
+                cores_at_peak = (0..5).map(|_| measure_cores(pid, Duration::from_secs(1))).reduce(f64::max);
             }
             _ => {}
         }
