@@ -10,11 +10,6 @@ use clap::Parser;
 use fincorp_api::logging::{self, LogFormat};
 use fincorp_correlator::config::{self, Overrides};
 
-/// The correlator allocates per request and per event; mimalloc is markedly
-/// faster than the system allocator at that (see correlator/bench).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The FINCORP correlator: ingests agent batches, correlates alerts into
 /// incidents, runs remediation playbooks and serves the REST API.
 #[derive(Debug, Parser)]
