@@ -158,7 +158,9 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
                 // work on this 2-core machine does not hide the new quota.
                 std::thread::sleep(Duration::from_millis(500));
                 let pid = burner_pid.expect("started first");
-                cores_at_peak = (0..5).map(|_| measure_cores(pid, Duration::from_secs(1))).reduce(f64::max);
+                cores_at_peak = (0..5)
+                    .map(|_| measure_cores(pid, Duration::from_secs(1)))
+                    .reduce(f64::max);
             }
             _ => {}
         }
