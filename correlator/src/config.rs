@@ -34,6 +34,53 @@ struct RawConfig {
     integrations: RawIntegrations,
     #[serde(default)]
     alertmanager: Option<RawAlertmanager>,
+    #[serde(default)]
+    automation: RawAutomation,
+    /// Secrets playbooks read as `secrets.NAME`.
+    #[serde(default)]
+    secrets: std::collections::BTreeMap<String, SecretRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutomation {
+    /// Runs of all playbooks together, per window.
+    rate_limit: Option<RawBudget>,
+    /// An alert on a host/app that starts within this after one of our runs
+    /// changed that host/app is attributed to the run.
+    causal_window: Option<Duration>,
+    #[serde(default)]
+    escalation: RawEscalation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    max: u32,
+    per: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    /// POSTed a JSON description of every tripped breaker.
+    webhook: Option<String>,
+    /// Also open a ServiceNow incident (when ServiceNow is configured).
+    #[serde(default = "yes")]
+    servicenow: bool,
+}
+
+impl Default for RawEscalation {
+    fn default() -> Self {
+        RawEscalation {
+            webhook: None,
+            servicenow: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +230,11 @@ pub struct Config {
     pub playbooks_dir: PathBuf,
     pub playbooks: Vec<Playbook>,
     pub servicenow: Option<ServiceNow>,
+    pub automation: Automation,
+    /// Secrets by name, for playbook templates.
+    pub secrets: Secrets,
+    /// Warnings about risky playbooks (logged at start).
+    pub playbook_warnings: Vec<fincorp_api::yaml::Diagnostic>,
 }
 
 impl Config {
@@ -204,6 +256,66 @@ pub struct ServiceNow {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub state_dir: Option<PathBuf>,
+}
+
+/// Secrets by name.
+pub type Secrets = std::collections::BTreeMap<String, fincorp_api::config::Secret>;
+
+/// Fleet-wide automation guardrails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Automation {
+    /// Runs of all playbooks together.
+    pub fleet_budget: Option<fincorp_playbooks::model::Budget>,
+    pub causal_window_ms: i64,
+    pub escalation_webhook: Option<String>,
+    pub escalation_servicenow: bool,
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        Automation {
+            fleet_budget: None,
+            causal_window_ms: DEFAULT_CAUSAL_WINDOW_MS,
+            escalation_webhook: None,
+            escalation_servicenow: true,
+        }
+    }
+}
+
+/// How long after one of our runs changed a target an alert on it is
+/// attributed to the run.
+pub const DEFAULT_CAUSAL_WINDOW_MS: i64 = 600_000;
+
+/// Loads the playbooks of `dir` and checks that the secrets they read are
+/// configured. Used at start and on reload.
+pub fn load_playbooks(
+    dir: &Path,
+    secrets: &Secrets,
+) -> Result<(Vec<Playbook>, Vec<fincorp_api::yaml::Diagnostic>), Diagnostics> {
+    let loaded = fincorp_playbooks::load_dir(dir)?;
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut playbooks = Vec::new();
+    for l in loaded {
+        for name in &l.playbook.secrets {
+            if !secrets.contains_key(name) {
+                let doc = Document::read(&l.playbook.file)?;
+                errors.push(doc.error(
+                    "steps",
+                    format!(
+                        "reads secrets.{name}, which is not in the correlator's `secrets:` section"
+                    ),
+                ));
+            }
+        }
+        warnings.extend(l.warnings);
+        playbooks.push(l.playbook);
+    }
+    if errors.is_empty() {
+        Ok((playbooks, warnings))
+    } else {
+        Err(Diagnostics(errors))
+    }
 }
 
 /// Reads, parses and validates the configuration and its playbooks.
@@ -280,12 +392,23 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         .as_ref()
         .and_then(|sn| servicenow(doc, &base, sn, &mut errors));
 
+    let mut secrets = Secrets::new();
+    for (name, r) in &raw.secrets {
+        match r.resolve(&base) {
+            Ok(secret) => {
+                secrets.insert(name.clone(), secret);
+            }
+            Err(e) => errors.push(doc.error(&format!("secrets.{name}"), e.to_string())),
+        }
+    }
+    let automation = automation(doc, &raw.automation, &mut errors);
+
     let playbooks_dir = relative_to(&base, &raw.playbooks_dir);
-    let playbooks = match fincorp_playbooks::load_dir(&playbooks_dir) {
+    let (playbooks, playbook_warnings) = match load_playbooks(&playbooks_dir, &secrets) {
         Ok(p) => p,
         Err(d) => {
             errors.extend(d.0);
-            vec![]
+            (vec![], vec![])
         }
     };
 
@@ -310,7 +433,45 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         playbooks_dir,
         playbooks,
         servicenow,
+        automation,
+        secrets,
+        playbook_warnings,
     })
+}
+
+/// The `automation` section.
+fn automation(
+    doc: &Document,
+    raw: &RawAutomation,
+    errors: &mut Vec<fincorp_api::yaml::Diagnostic>,
+) -> Automation {
+    let mut out = Automation::default();
+    if let Some(b) = &raw.rate_limit {
+        if b.max == 0 || b.per.0.is_zero() {
+            errors.push(doc.error(
+                "automation.rate_limit",
+                "max and per must be above 0 (to stop all automation, use the kill switch)",
+            ));
+        }
+        out.fleet_budget = Some(fincorp_playbooks::model::Budget {
+            max: b.max,
+            per_ms: b.per.as_millis_i64(),
+        });
+    }
+    if let Some(w) = raw.causal_window {
+        out.causal_window_ms = w.as_millis_i64();
+    }
+    if let Some(url) = &raw.escalation.webhook {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            errors.push(doc.error(
+                "automation.escalation.webhook",
+                "the webhook must be an http:// or https:// URL",
+            ));
+        }
+        out.escalation_webhook = Some(url.clone());
+    }
+    out.escalation_servicenow = raw.escalation.servicenow;
+    out
 }
 
 /// The `integrations.servicenow` section.

@@ -10,27 +10,26 @@
 //! the same transaction. All methods except [`Engine::submit`] block; async
 //! callers use `spawn_blocking`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use fincorp_api::rest::{
-    AuditEntry, IncidentDetail, IncidentState, IncidentSummary, NewSilence, RunState, SilenceView,
+    AuditEntry, IncidentDetail, IncidentState, IncidentSummary, NewSilence, SilenceView,
 };
 use fincorp_api::wire::IngestAck;
 use fincorp_api::{UnixMs, format_ms};
-use fincorp_playbooks::Playbook;
-use fincorp_playbooks::actions::TicketRef;
 use fincorp_playbooks::template::{AlertCtx, IncidentCtx};
 use fincorp_playbooks::trigger::AlertFacts;
-use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
+use fincorp_playbooks::{IncidentChange, Playbook};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::Alert;
 use crate::core::{self, Effect};
 use crate::metrics::Metrics;
 use crate::store::dedup::Dedup;
-use crate::store::{self, IncidentFilter, RunStart, Store, StoreError, audit, silences};
+use crate::store::{self, IncidentFilter, Store, StoreError, audit, runs, silences};
 
 /// Requests waiting for the writer before new ones wait (backpressure).
 pub const QUEUE_CAPACITY: usize = 4_096;
@@ -98,7 +97,7 @@ pub struct Engine {
     writer: Arc<Mutex<Writer>>,
     reader: Mutex<Connection>,
     cfg: core::Config,
-    playbooks: Arc<Vec<Playbook>>,
+    playbooks: Arc<RwLock<Arc<Vec<Playbook>>>>,
     jobs: mpsc::Sender<Job>,
     pub metrics: Arc<Metrics>,
     /// Tells the checkpoint thread to stop.
@@ -129,7 +128,7 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::atomic::AtomicBool) {
 pub struct Ingested {
     pub ack: IngestAck,
     /// Runs decided in this request, to start now that it is committed.
-    pub runs: Vec<RunStart>,
+    pub runs: Vec<String>,
 }
 
 /// Why an ingest request was not stored.
@@ -147,6 +146,8 @@ pub enum SubmitError {
 pub enum OpError {
     #[error("no incident {0:?}")]
     NoIncident(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("no silence {0:?}")]
     NoSilence(String),
     #[error("{0}")]
@@ -200,8 +201,9 @@ impl Engine {
             wal,
         }));
         let (jobs, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let playbooks = Arc::new(RwLock::new(playbooks));
         {
-            let (writer, playbooks, metrics, cfg) = (
+            let (writer, pb, metrics, cfg) = (
                 writer.clone(),
                 playbooks.clone(),
                 metrics.clone(),
@@ -209,7 +211,7 @@ impl Engine {
             );
             std::thread::Builder::new()
                 .name("ingest-writer".into())
-                .spawn(move || write_loop(rx, &writer, &playbooks, &metrics, &cfg))
+                .spawn(move || write_loop(rx, &writer, &pb, &metrics, &cfg))
                 .expect("spawning the ingest writer thread");
         }
         Ok(Self {
@@ -223,8 +225,18 @@ impl Engine {
         })
     }
 
-    pub fn playbooks(&self) -> &Arc<Vec<Playbook>> {
-        &self.playbooks
+    /// The playbooks in force.
+    pub fn playbooks(&self) -> Arc<Vec<Playbook>> {
+        self.playbooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the playbooks (a reload): alerts committed from now on are
+    /// matched against the new set; runs under way keep theirs.
+    pub fn set_playbooks(&self, playbooks: Arc<Vec<Playbook>>) {
+        *self.playbooks.write().unwrap_or_else(|e| e.into_inner()) = playbooks;
     }
 
     /// Open incidents and firing alerts held in memory.
@@ -520,216 +532,33 @@ impl Engine {
         Ok(Some((incident, alerts)))
     }
 
-    /// Marks a run running and its incident remediating.
-    pub fn run_started(&self, run: &RunStart, now: UnixMs) -> Result<(), StoreError> {
-        let w = lock(&self.writer);
-        let tx = w.store.conn.unchecked_transaction()?;
-        tx.execute(
-            "UPDATE runs SET state = 'running', started_at_ms = ?2 WHERE id = ?1",
-            params![run.run_id, now],
-        )?;
-        tx.execute(
-            "UPDATE incidents SET state = 'remediating', updated_at_ms = ?2
-             WHERE id = ?1 AND state IN ('open', 'acknowledged')",
-            params![run.incident_id, now],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn step_started(
+    /// Runs `f` in a write transaction of the writer connection, committed
+    /// when it returns `Ok`. For the automation's bookkeeping: short, never
+    /// waiting on anything but the database.
+    pub fn write<T>(
         &self,
-        run_id: &str,
-        idx: usize,
-        step_id: &str,
-        action: &str,
-        params: &Value,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        lock(&self.writer).store.conn.execute(
-            "INSERT INTO run_steps(run_id, idx, step_id, action, state, params, started_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
-            params![run_id, idx as i64, step_id, action, params.to_string(), now],
-        )?;
-        Ok(())
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = lock(&self.writer);
+        let tx = guard.store.conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
-    /// Records a finished step, its ticket if any, and a timeline entry.
-    #[allow(clippy::too_many_arguments)]
-    pub fn step_finished(
+    /// Runs `f` on the reader connection.
+    pub fn read<T>(
         &self,
-        run: &RunStart,
-        idx: usize,
-        step_id: &str,
-        action: &str,
-        outcome: Result<(&Value, Option<&TicketRef>), &str>,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        let w = lock(&self.writer);
-        let tx = w.store.conn.unchecked_transaction()?;
-        match outcome {
-            Ok((result, ticket)) => {
-                tx.execute(
-                    "UPDATE run_steps SET state = 'succeeded', result = ?3, finished_at_ms = ?4 WHERE run_id = ?1 AND idx = ?2",
-                    params![run.run_id, idx as i64, result.to_string(), now],
-                )?;
-                audit::append(
-                    &tx,
-                    &format!("playbook:{}", run.playbook),
-                    &format!("action.{action}"),
-                    &run.incident_id,
-                    &json!({"run_id": run.run_id, "step": step_id, "outcome": "succeeded", "result": result}),
-                    now,
-                )?;
-                let change = match (
-                    result.get("before").and_then(Value::as_str),
-                    result.get("after").and_then(Value::as_str),
-                ) {
-                    (Some(b), Some(a)) => format!(": {b} -> {a}"),
-                    _ => String::new(),
-                };
-                store::timeline(
-                    &tx,
-                    &run.incident_id,
-                    now,
-                    "step_finished",
-                    &format!(
-                        "{}: step {step_id} ({action}) succeeded{change}",
-                        run.playbook
-                    ),
-                    &json!({"run_id": run.run_id, "step": step_id, "action": action, "state": "succeeded", "result": result}),
-                )?;
-                if let Some(t) = ticket {
-                    let n = tx.execute(
-                        "INSERT OR IGNORE INTO tickets(incident_id, system, sys_id, number, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![run.incident_id, t.system, t.sys_id, t.number, now],
-                    )?;
-                    if n == 1 {
-                        store::timeline(
-                            &tx,
-                            &run.incident_id,
-                            now,
-                            "ticket_created",
-                            &format!(
-                                "{} ticket {} linked (correlation_id {})",
-                                t.system, t.number, run.incident_id
-                            ),
-                            &json!({"system": t.system, "number": t.number, "sys_id": t.sys_id}),
-                        )?;
-                    }
-                }
-            }
-            Err(error) => {
-                tx.execute(
-                    "UPDATE run_steps SET state = 'failed', error = ?3, finished_at_ms = ?4 WHERE run_id = ?1 AND idx = ?2",
-                    params![run.run_id, idx as i64, error, now],
-                )?;
-                audit::append(
-                    &tx,
-                    &format!("playbook:{}", run.playbook),
-                    &format!("action.{action}"),
-                    &run.incident_id,
-                    &json!({"run_id": run.run_id, "step": step_id, "outcome": "failed", "error": error}),
-                    now,
-                )?;
-                store::timeline(
-                    &tx,
-                    &run.incident_id,
-                    now,
-                    "step_finished",
-                    &format!(
-                        "{}: step {step_id} ({action}) failed: {error}",
-                        run.playbook
-                    ),
-                    &json!({"run_id": run.run_id, "step": step_id, "action": action, "state": "failed", "error": error}),
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Records the end of a run; the incident leaves `remediating` when no
-    /// other run of it is still going.
-    pub fn run_finished(
-        &self,
-        run: &RunStart,
-        state: RunState,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        let w = lock(&self.writer);
-        let tx = w.store.conn.unchecked_transaction()?;
-        tx.execute(
-            "UPDATE runs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1",
-            params![run.run_id, state.as_str(), now],
-        )?;
-        tx.execute(
-            "UPDATE incidents SET state = CASE WHEN acknowledged_at_ms IS NULL THEN 'open' ELSE 'acknowledged' END, updated_at_ms = ?2
-             WHERE id = ?1 AND state = 'remediating'
-               AND NOT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('pending', 'running'))",
-            params![run.incident_id, now],
-        )?;
-        store::timeline(
-            &tx,
-            &run.incident_id,
-            now,
-            "run_finished",
-            &format!("playbook {} {}", run.playbook, state.as_str()),
-            &json!({"run_id": run.run_id, "state": state.as_str()}),
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// At start: runs left pending or running by a previous process are
-    /// marked failed ("interrupted") rather than resumed, so no step ever runs
-    /// twice. Their unfinished steps are marked failed too.
-    pub fn interrupt_unfinished_runs(&self, now: UnixMs) -> Result<usize, StoreError> {
-        let w = lock(&self.writer);
-        let tx = w.store.conn.unchecked_transaction()?;
-        let unfinished: Vec<(String, Option<String>, String)> = {
-            let mut stmt = tx.prepare(
-                "SELECT id, incident_id, playbook FROM runs WHERE state IN ('pending', 'running')",
-            )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        for (run_id, incident_id, playbook) in &unfinished {
-            tx.execute(
-                "UPDATE run_steps SET state = 'failed', error = 'interrupted by a correlator restart', finished_at_ms = ?2
-                 WHERE run_id = ?1 AND state = 'running'",
-                params![run_id, now],
-            )?;
-            tx.execute(
-                "UPDATE runs SET state = 'failed', finished_at_ms = ?2 WHERE id = ?1",
-                params![run_id, now],
-            )?;
-            if let Some(incident_id) = incident_id {
-                tx.execute(
-                    "UPDATE incidents SET state = CASE WHEN acknowledged_at_ms IS NULL THEN 'open' ELSE 'acknowledged' END, updated_at_ms = ?2 WHERE id = ?1 AND state = 'remediating'",
-                    params![incident_id, now],
-                )?;
-                store::timeline(
-                    &tx,
-                    incident_id,
-                    now,
-                    "run_finished",
-                    &format!(
-                        "playbook {playbook} interrupted by a correlator restart; not resumed"
-                    ),
-                    &json!({"run_id": run_id, "state": "failed"}),
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(unfinished.len())
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&lock(&self.reader))
     }
 }
 
 fn write_loop(
     mut rx: mpsc::Receiver<Job>,
     writer: &Mutex<Writer>,
-    playbooks: &[Playbook],
+    playbooks: &RwLock<Arc<Vec<Playbook>>>,
     metrics: &Metrics,
     cfg: &core::Config,
 ) {
@@ -743,6 +572,7 @@ fn write_loop(
             }
         }
         let started = Instant::now();
+        let playbooks = playbooks.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut guard = lock(writer);
         let result = (|| -> Result<Vec<Ingested>, StoreError> {
             let Writer {
@@ -755,7 +585,7 @@ fn write_loop(
                     &tx,
                     core,
                     dedup,
-                    playbooks,
+                    &playbooks,
                     std::mem::take(&mut job.alerts),
                     job.now,
                     metrics,
@@ -818,27 +648,54 @@ fn ingest_job(
             continue;
         }
         accepted += 1;
-        for effect in core.ingest(alert, now) {
-            store::apply(tx, &effect, now)?;
-            if let Effect::AlertAttached {
+        let effects = core.ingest(alert, now);
+        for effect in &effects {
+            store::apply(tx, effect, now)?;
+        }
+        for effect in &effects {
+            let Effect::AlertAttached {
                 incident_id, alert, ..
-            } = &effect
-            {
-                let facts = AlertFacts {
-                    name: &alert.name,
-                    app: alert.app.as_deref(),
-                    severity: alert.severity,
-                };
-                for pb in playbooks.iter().filter(|pb| pb.trigger.matches(&facts)) {
-                    let run = RunStart {
-                        run_id: format!("run-{}", fincorp_api::signing::random_hex(6)),
-                        incident_id: incident_id.clone(),
-                        playbook: pb.name.clone(),
-                        alert: alert.clone(),
-                    };
-                    if store::insert_run(tx, &run, now)? {
-                        runs.push(run);
+            } = effect
+            else {
+                continue;
+            };
+            // What the alert did to its incident, from the same effects.
+            let change = effects
+                .iter()
+                .find_map(|e| match e {
+                    Effect::IncidentOpened { incident_id: i, .. } if i == incident_id => {
+                        Some(IncidentChange::Opened)
                     }
+                    Effect::IncidentReopened { incident_id: i, .. } if i == incident_id => {
+                        Some(IncidentChange::Reopened)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(IncidentChange::AlertJoined);
+            let facts = AlertFacts {
+                name: &alert.name,
+                app: alert.app.as_deref(),
+                source: &alert.source,
+                severity: alert.severity,
+                change,
+            };
+            for pb in playbooks
+                .iter()
+                .filter(|pb| pb.trigger.incident().is_some_and(|t| t.matches(&facts)))
+            {
+                let new = runs::NewRun {
+                    id: format!("run-{}", fincorp_api::signing::random_hex(6)),
+                    playbook: &pb.name,
+                    incident_id: Some(incident_id),
+                    scope: incident_id.clone(),
+                    trigger: format!("incident:{}", change.as_str()),
+                    alert: Some(alert),
+                    target_host: Some(&alert.host),
+                    target_app: alert.app.as_deref(),
+                    dry_run: pb.guardrails.dry_run,
+                };
+                if let Some(id) = runs::insert(tx, &new, now)? {
+                    runs.push(id);
                 }
             }
         }

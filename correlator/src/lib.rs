@@ -3,18 +3,19 @@
 //!
 //! Data enters through [`api`], is correlated by the pure [`core`], made
 //! durable by [`store`] (the [`engine`] ties those two under one lock), and
-//! drives playbook runs in [`runner`], which reaches agents through
-//! [`commands`].
+//! drives playbook runs with their guardrails in [`automation`], which
+//! reaches agents through [`commands`].
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod automation;
 pub mod commands;
 pub mod config;
 pub mod core;
 pub mod engine;
 pub mod ingest;
 pub mod metrics;
-pub mod runner;
+pub mod samples;
 pub mod store;
 
 use std::future::Future;
@@ -26,9 +27,10 @@ use fincorp_api::signing::Verifier;
 use fincorp_integrations::servicenow::ServiceNowClient;
 
 use crate::api::AppState;
+use crate::automation::{Automation, Setup};
 use crate::commands::CommandBus;
 use crate::engine::Engine;
-use crate::runner::{RunEnv, Runner};
+use crate::samples::Samples;
 
 /// How often time-based decisions (auto-resolution) are made.
 const TICK: Duration = Duration::from_millis(500);
@@ -43,18 +45,15 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create state directory {}", cfg.state_dir.display()))?;
     let db = cfg.database();
+    for w in &cfg.playbook_warnings {
+        tracing::warn!(warning = %w, "risky playbook");
+    }
     let playbooks = Arc::new(cfg.playbooks);
+    let playbook_count = playbooks.len();
     let engine = Arc::new(
-        Engine::open(&db, cfg.correlation, playbooks.clone(), cfg.dedup_window_ms)
+        Engine::open(&db, cfg.correlation, playbooks, cfg.dedup_window_ms)
             .with_context(|| format!("cannot open the database {}", db.display()))?,
     );
-    let interrupted = engine.interrupt_unfinished_runs(fincorp_api::now_ms())?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "runs left unfinished by the previous process were marked failed, not resumed"
-        );
-    }
     let (open, firing) = engine.core_counts();
     let servicenow = cfg
         .servicenow
@@ -62,19 +61,25 @@ pub async fn run(
         .transpose()
         .context("cannot set up the ServiceNow client")?;
     let bus = Arc::new(CommandBus::new(cfg.keys.clone()));
-    let runner = Runner::new(
+    let samples = Arc::new(Samples::default());
+    let automation = Automation::new(
         engine.clone(),
-        RunEnv {
+        Setup {
             bus: bus.clone(),
             servicenow,
+            samples: samples.clone(),
+            settings: cfg.automation,
+            secrets: cfg.secrets,
+            playbooks_dir: cfg.playbooks_dir.clone(),
         },
-    );
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(cfg.keys, cfg.max_skew_ms)),
         bus,
-        runner,
+        automation: automation.clone(),
+        samples,
         alertmanager: Arc::new(cfg.alertmanager),
         shutdown: stop_rx,
     };
@@ -84,15 +89,69 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
-        %addr, db = %db.display(), playbooks = playbooks.len(), open_incidents = open, firing_alerts = firing,
+        %addr, db = %db.display(), playbooks = playbook_count, open_incidents = open, firing_alerts = firing,
         "correlator listening on http://{addr}"
     );
 
+    // systemd (Type=notify): READY=1 once the API accepts connections,
+    // WATCHDOG=1 at half of WatchdogSec=, STOPPING=1 when shutdown begins.
+    // Best effort: not under systemd (no NOTIFY_SOCKET), nothing is sent.
+    let under_systemd = std::env::var_os("NOTIFY_SOCKET").is_some();
+    let notify = move |states: &[sd_notify::NotifyState<'_>]| {
+        if !under_systemd {
+            return;
+        }
+        // `false`: never unset the environment (unsound with threads).
+        if let Err(e) = sd_notify::notify(false, states) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    };
+    if !under_systemd {
+        tracing::debug!("NOTIFY_SOCKET is not set: not notifying systemd");
+    }
+    let status = format!(
+        "listening on {addr}; {} playbook(s), {open} open incident(s)",
+        playbook_count
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    let mut watchdog_usec = 0u64;
+    let watchdog = (sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0)
+        .then(|| {
+            let every = Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100));
+            tracing::info!(
+                every_ms = every.as_millis() as u64,
+                "systemd watchdog enabled"
+            );
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(every);
+                loop {
+                    interval.tick().await;
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            })
+        });
+
+    let resumed = automation.resume().await?;
+    if resumed > 0 {
+        tracing::warn!(
+            resumed,
+            "resuming runs left under way by the previous process"
+        );
+    }
+    let scheduler = automation.start_scheduler();
+    let reloader = tokio::spawn(reload_on_sighup(automation.clone()));
     let ticker = tokio::spawn(tick_loop(engine.clone()));
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
+            notify(&[
+                sd_notify::NotifyState::Stopping,
+                sd_notify::NotifyState::Status("stopping: finishing in-flight requests"),
+            ]);
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop_tx.send(true);
             let _ = began_tx.send(());
@@ -112,6 +171,11 @@ pub async fn run(
         }
     };
     ticker.abort();
+    scheduler.abort();
+    reloader.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     result
 }
 
@@ -129,6 +193,34 @@ async fn tick_loop(engine: Arc<Engine>) {
             }
             Ok(Err(e)) => tracing::error!(error = %e, "tick failed"),
             Err(e) => tracing::error!(error = %e, "tick task failed"),
+        }
+    }
+}
+
+/// SIGHUP reloads the playbooks directory; a broken set is refused and the
+/// running one kept.
+async fn reload_on_sighup(automation: Arc<Automation>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install a SIGHUP handler; reload with POST /api/v1/playbooks/reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let a = automation.clone();
+        match tokio::task::spawn_blocking(move || a.reload()).await {
+            Ok(Ok(view)) => {
+                for w in &view.warnings {
+                    tracing::warn!(warning = %w, "risky playbook");
+                }
+                tracing::info!(playbooks = ?view.playbooks, "SIGHUP: playbooks reloaded");
+            }
+            Ok(Err(d)) => {
+                tracing::error!(problems = %d, "SIGHUP: the playbooks have errors; keeping the ones loaded")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
         }
     }
 }

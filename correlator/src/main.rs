@@ -64,6 +64,9 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        for w in &cfg.playbook_warnings {
+            eprintln!("{w}");
+        }
         println!(
             "{}: OK ({} playbook(s) in {})",
             args.config.display(),

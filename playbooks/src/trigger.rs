@@ -1,25 +1,31 @@
-//! Does a playbook's trigger match an alert that opened or joined an incident?
+//! Does a playbook's incident trigger match an alert that opened, joined or
+//! reopened an incident?
 
 use fincorp_api::wire::Severity;
 
-use crate::model::Trigger;
+use crate::model::{IncidentChange, IncidentTrigger};
 
 /// The facts about an alert a trigger looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct AlertFacts<'a> {
     pub name: &'a str,
     pub app: Option<&'a str>,
+    pub source: &'a str,
     pub severity: Severity,
+    /// What the alert did to its incident.
+    pub change: IncidentChange,
 }
 
-impl Trigger {
-    /// Empty `apps` / `alerts` lists match anything; severity must reach
-    /// `min_severity`. An app filter never matches an alert without an app.
-    pub fn matches(&self, alert: &AlertFacts<'_>) -> bool {
-        let app_ok =
-            self.apps.is_empty() || alert.app.is_some_and(|a| self.apps.iter().any(|x| x == a));
-        let name_ok = self.alerts.is_empty() || self.alerts.iter().any(|x| x == alert.name);
-        app_ok && name_ok && alert.severity >= self.min_severity
+impl IncidentTrigger {
+    /// Empty lists match anything; severity must reach `min_severity`. An
+    /// app filter never matches an alert without an app.
+    pub fn matches(&self, a: &AlertFacts<'_>) -> bool {
+        let any = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        (self.apps.is_empty() || a.app.is_some_and(|app| any(&self.apps, app)))
+            && any(&self.alerts, a.name)
+            && any(&self.sources, a.source)
+            && a.severity >= self.min_severity
+            && self.on.contains(&a.change)
     }
 }
 
@@ -27,11 +33,13 @@ impl Trigger {
 mod tests {
     use super::*;
 
-    fn trigger() -> Trigger {
-        Trigger {
+    fn trigger() -> IncidentTrigger {
+        IncidentTrigger {
             apps: vec!["FINCORP-APP-HFT".into()],
             alerts: vec!["cpu_high".into()],
+            sources: vec![],
             min_severity: Severity::Warning,
+            on: vec![IncidentChange::Opened, IncidentChange::AlertJoined],
         }
     }
 
@@ -39,43 +47,68 @@ mod tests {
         name: &'static str,
         app: Option<&'static str>,
         severity: Severity,
+        change: IncidentChange,
     ) -> AlertFacts<'static> {
         AlertFacts {
             name,
             app,
+            source: "agent",
             severity,
+            change,
         }
     }
 
     #[test]
-    fn matches_on_app_name_and_severity() {
+    fn matches_on_app_name_severity_and_change() {
         let t = trigger();
+        let c = IncidentChange::Opened;
         assert!(t.matches(&facts(
             "cpu_high",
             Some("FINCORP-APP-HFT"),
-            Severity::Critical
+            Severity::Critical,
+            c
         )));
         assert!(!t.matches(&facts(
             "cpu_high",
             Some("FINCORP-APP-CRM"),
-            Severity::Critical
+            Severity::Critical,
+            c
         )));
         assert!(!t.matches(&facts(
             "latency_high",
             Some("FINCORP-APP-HFT"),
-            Severity::Critical
+            Severity::Critical,
+            c
         )));
-        assert!(!t.matches(&facts("cpu_high", Some("FINCORP-APP-HFT"), Severity::Info)));
-        assert!(!t.matches(&facts("cpu_high", None, Severity::Critical)));
+        assert!(!t.matches(&facts(
+            "cpu_high",
+            Some("FINCORP-APP-HFT"),
+            Severity::Info,
+            c
+        )));
+        assert!(!t.matches(&facts("cpu_high", None, Severity::Critical, c)));
+        assert!(!t.matches(&facts(
+            "cpu_high",
+            Some("FINCORP-APP-HFT"),
+            Severity::Critical,
+            IncidentChange::Reopened
+        )));
     }
 
     #[test]
-    fn empty_lists_match_anything() {
-        let t = Trigger {
-            apps: vec![],
-            alerts: vec![],
-            min_severity: Severity::Info,
+    fn sources_filter() {
+        let t = IncidentTrigger {
+            sources: vec!["hardware".into()],
+            ..trigger()
         };
-        assert!(t.matches(&facts("anything", None, Severity::Info)));
+        let mut f = facts(
+            "cpu_high",
+            Some("FINCORP-APP-HFT"),
+            Severity::Critical,
+            IncidentChange::Opened,
+        );
+        assert!(!t.matches(&f));
+        f.source = "hardware";
+        assert!(t.matches(&f));
     }
 }

@@ -225,38 +225,92 @@ pub struct TimelineEntry {
 
 /// How a playbook run or step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Decided, waiting for its guardrails (lock, budget) to let it start.
     Pending,
     Running,
+    /// Waiting for an operator before its first mutating step.
+    AwaitingApproval,
     Succeeded,
     Failed,
+    /// Failed after a mutating step; the rollback steps ran.
+    RolledBack,
+    /// Refused by a guardrail (budget, causal depth, breaker, kill switch)
+    /// before any step ran.
+    Blocked,
+    /// The kill switch stopped it between two steps.
+    Stopped,
+    /// A correlator restart cut it off while a step that cannot safely be
+    /// repeated was in flight; that step's outcome is unknown.
+    Interrupted,
+    /// An operator rejected it.
+    Rejected,
+    /// Nobody approved it in time: nothing was done.
+    Expired,
+    /// A dry run: every step planned, none executed.
+    Planned,
+    /// A step whose `when` was false.
     Skipped,
 }
 
 impl RunState {
+    pub const ALL: [RunState; 13] = [
+        RunState::Pending,
+        RunState::Running,
+        RunState::AwaitingApproval,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::RolledBack,
+        RunState::Blocked,
+        RunState::Stopped,
+        RunState::Interrupted,
+        RunState::Rejected,
+        RunState::Expired,
+        RunState::Planned,
+        RunState::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Pending => "pending",
             RunState::Running => "running",
+            RunState::AwaitingApproval => "awaiting_approval",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
+            RunState::RolledBack => "rolled_back",
+            RunState::Blocked => "blocked",
+            RunState::Stopped => "stopped",
+            RunState::Interrupted => "interrupted",
+            RunState::Rejected => "rejected",
+            RunState::Expired => "expired",
+            RunState::Planned => "planned",
             RunState::Skipped => "skipped",
         }
+    }
+
+    /// Still under way: it may yet run steps.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunState::Pending | RunState::Running | RunState::AwaitingApproval
+        )
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 impl std::str::FromStr for RunState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "pending" => RunState::Pending,
-            "running" => RunState::Running,
-            "succeeded" => RunState::Succeeded,
-            "failed" => RunState::Failed,
-            "skipped" => RunState::Skipped,
-            other => return Err(format!("unknown run state {other:?}")),
-        })
+        RunState::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown run state {s:?}"))
     }
 }
 
@@ -265,11 +319,53 @@ impl std::str::FromStr for RunState {
 pub struct RunView {
     pub id: String,
     pub playbook: String,
+    /// `None` for scheduled runs.
     pub incident_id: Option<String>,
     pub state: RunState,
+    /// What started it: `incident:opened`, `incident:alert_joined`,
+    /// `incident:reopened`, `schedule:<slot>`, or `manual:<who>`.
+    #[serde(default)]
+    pub trigger: String,
+    /// The n-th run of this playbook for this incident (1 for the first).
+    #[serde(default)]
+    pub ordinal: u32,
+    /// 0, or how many of our own runs led to this one (causal chain).
+    #[serde(default)]
+    pub depth: u32,
+    /// The run whose remediation caused the incident that started this one.
+    #[serde(default)]
+    pub caused_by_run: Option<String>,
+    /// The host and app it acts on.
+    #[serde(default)]
+    pub target_host: Option<String>,
+    #[serde(default)]
+    pub target_app: Option<String>,
+    /// Why it is blocked, stopped, interrupted, rejected, expired or failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// A mutating step succeeded.
+    #[serde(default)]
+    pub mutated: bool,
+    #[serde(default)]
+    pub created_at_ms: UnixMs,
     pub started_at_ms: UnixMs,
     pub finished_at_ms: Option<UnixMs>,
+    /// The approval it waits for, when `state` is `awaiting_approval`.
+    #[serde(default)]
+    pub approval: Option<ApprovalView>,
     pub steps: Vec<StepView>,
+}
+
+/// An approval a run waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub step_id: String,
+    pub prompt: String,
+    pub requested_at_ms: UnixMs,
+    /// Nothing is done if nobody decides by then.
+    pub expires_at_ms: UnixMs,
 }
 
 /// One step of a run: what it was asked to do and what came of it.
@@ -278,12 +374,118 @@ pub struct StepView {
     pub id: String,
     pub action: String,
     pub state: RunState,
-    /// The step's `with`, rendered.
+    /// `main` or `rollback`.
+    #[serde(default)]
+    pub phase: String,
+    /// The step's `with`, rendered (secrets redacted).
     pub params: Value,
     pub result: Option<Value>,
     pub error: Option<String>,
+    /// Attempts made (retries included).
+    #[serde(default)]
+    pub attempts: u32,
     pub started_at_ms: Option<UnixMs>,
     pub finished_at_ms: Option<UnixMs>,
+}
+
+/// `GET /api/v1/runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+}
+
+/// `POST /api/v1/runs/{id}/approve` and `/reject`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRequest {
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/v1/automation/kill-switch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitchRequest {
+    pub on: bool,
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The kill switch: when on, no run starts and running runs stop before
+/// their next step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitchView {
+    pub on: bool,
+    pub changed_at_ms: Option<UnixMs>,
+    pub changed_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A tripped circuit breaker: no run it covers starts until an operator
+/// resets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerView {
+    /// `fleet`, `playbook:NAME` or `playbook:NAME@HOST/APP`.
+    pub key: String,
+    pub reason: String,
+    pub tripped_at_ms: UnixMs,
+    /// The run that tripped it.
+    pub run_id: Option<String>,
+    /// What was done about it: the notification and the ticket.
+    #[serde(default)]
+    pub escalation: Value,
+}
+
+/// `POST /api/v1/automation/breakers/{key}/reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetRequest {
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `GET /api/v1/automation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutomationStatus {
+    pub kill_switch: KillSwitchView,
+    pub breakers: Vec<BreakerView>,
+    /// Runs pending, running or awaiting approval.
+    pub active_runs: u32,
+    pub playbooks: Vec<PlaybookView>,
+}
+
+/// A loaded playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaybookView {
+    pub name: String,
+    pub description: String,
+    pub file: String,
+    /// The trigger, in words.
+    pub trigger: String,
+    /// The guardrails, in words.
+    pub guardrails: Vec<String>,
+    pub steps: Vec<String>,
+    pub mutating: bool,
+}
+
+/// `POST /api/v1/playbooks/{name}/plan`: plan against an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub incident_id: String,
+}
+
+/// A dry-run plan: the text a person reads and the structured steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanView {
+    pub text: String,
+    pub plan: Value,
+}
+
+/// `POST /api/v1/playbooks/reload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadView {
+    pub playbooks: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// A ticket in an external system linked to an incident.

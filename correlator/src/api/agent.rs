@@ -36,7 +36,12 @@ pub async fn ingest(
         Ok(body) => match state.authenticate("POST", INGEST_AGENT_PATH, &headers, &body) {
             Err(e) => Err(e),
             Ok(_) => crate::ingest::agent::parse(&body)
-                .map(|(_, alerts)| alerts)
+                .map(|(batch, alerts)| {
+                    state
+                        .samples
+                        .record(&batch.agent.host, &batch.samples, fincorp_api::now_ms());
+                    alerts
+                })
                 .map_err(ApiError::from),
         },
     };

@@ -127,7 +127,9 @@ impl From<SubmitError> for ApiError {
 impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::NoIncident(_) | OpError::NoSilence(_) => ApiError::NotFound(e.to_string()),
+            OpError::NoIncident(_) | OpError::NoSilence(_) | OpError::NotFound(_) => {
+                ApiError::NotFound(e.to_string())
+            }
             OpError::Conflict(m) => ApiError::Conflict(m),
             OpError::Invalid(m) => ApiError::BadRequest(m),
             OpError::Store(s) => ApiError::Internal(s.to_string()),

@@ -38,7 +38,7 @@ pub(super) async fn store(
     state.engine.metrics.request(endpoint, code);
     let ingested = result?;
     for run in ingested.runs {
-        state.runner.start(run);
+        state.automation.start(run);
     }
     Ok(Json(ingested.ack))
 }

@@ -14,16 +14,19 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use fincorp_api::signing::{RequestSignature, Verifier};
 
+use crate::automation::Automation;
 use crate::commands::CommandBus;
 use crate::engine::Engine;
 use crate::ingest::alertmanager::Mapping;
-use crate::runner::Runner;
+use crate::samples::Samples;
 
 mod agent;
 mod audit;
+mod automation;
 mod error;
 mod incidents;
 mod ingest;
+mod runs;
 mod silences;
 
 pub use error::ApiError;
@@ -37,7 +40,9 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub verifier: Arc<Verifier>,
     pub bus: Arc<CommandBus>,
-    pub runner: Runner,
+    pub automation: Arc<Automation>,
+    /// The latest agent samples per host.
+    pub samples: Arc<Samples>,
     pub alertmanager: Arc<Mapping>,
     /// Flips to true at shutdown so long polls return early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -96,6 +101,22 @@ pub fn router(state: AppState) -> Router {
             get(silences::show).delete(silences::expire),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/runs", get(runs::list))
+        .route("/api/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/runs/{id}/approve", post(runs::approve))
+        .route("/api/v1/runs/{id}/reject", post(runs::reject))
+        .route("/api/v1/automation", get(automation::status))
+        .route(
+            "/api/v1/automation/kill-switch",
+            get(automation::kill_switch).post(automation::set_kill_switch),
+        )
+        .route(
+            "/api/v1/automation/breakers/{key}/reset",
+            post(automation::reset_breaker),
+        )
+        .route("/api/v1/playbooks", get(automation::playbooks))
+        .route("/api/v1/playbooks/reload", post(automation::reload))
+        .route("/api/v1/playbooks/{name}/plan", post(automation::plan))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

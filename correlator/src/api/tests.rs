@@ -15,7 +15,6 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::core;
-use crate::runner::RunEnv;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -23,33 +22,55 @@ fn key() -> SigningKey {
     SigningKey::new("fleet", SECRET).unwrap()
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    state: AppState,
+pub(crate) struct Fixture {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) state: AppState,
 }
 
 fn fixture() -> Fixture {
+    fixture_with(vec![], crate::config::Automation::default())
+}
+
+/// A router over a fresh database with these playbooks and guardrails.
+pub(crate) fn fixture_with(
+    playbooks: Vec<fincorp_playbooks::Playbook>,
+    settings: crate::config::Automation,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cfg = core::Config {
         resolve_after_ms: 1_000,
         ..core::Config::with_defaults()
     };
-    let engine =
-        Arc::new(Engine::open(&dir.path().join("c.db"), cfg, Arc::new(vec![]), 3_600_000).unwrap());
+    let engine = Arc::new(
+        Engine::open(
+            &dir.path().join("c.db"),
+            cfg,
+            Arc::new(playbooks),
+            3_600_000,
+        )
+        .unwrap(),
+    );
     let bus = Arc::new(CommandBus::new([key()]));
-    let runner = Runner::new(
+    let samples = Arc::new(crate::samples::Samples::default());
+    let automation = crate::automation::Automation::new(
         engine.clone(),
-        RunEnv {
+        crate::automation::Setup {
             bus: bus.clone(),
             servicenow: None,
+            samples: samples.clone(),
+            settings,
+            secrets: Default::default(),
+            playbooks_dir: dir.path().join("playbooks"),
         },
-    );
+    )
+    .unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         engine,
         verifier: Arc::new(Verifier::new([key()], 30_000)),
         bus,
-        runner,
+        automation,
+        samples,
         alertmanager: Arc::new(crate::ingest::alertmanager::Mapping::default()),
         shutdown: rx,
     };

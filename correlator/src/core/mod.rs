@@ -86,7 +86,7 @@ impl Config {
 }
 
 /// An alert from any source, normalised.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Alert {
     pub event_id: String,
     /// `agent`, `hardware`, `alertmanager`, ...

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use fincorp_api::UnixMs;
 use fincorp_api::rest::{
-    IncidentAlert, IncidentDetail, IncidentState, IncidentSummary, RunState, RunView, SilenceView,
-    StepView, TicketView, TimelineEntry,
+    IncidentAlert, IncidentDetail, IncidentState, IncidentSummary, SilenceView, TicketView,
+    TimelineEntry,
 };
 use fincorp_api::wire::{AlertStatus, Severity};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -24,6 +24,7 @@ use crate::core::{self, Effect, Incident, Status};
 
 pub mod audit;
 pub mod dedup;
+pub mod runs;
 pub(crate) mod schema;
 pub mod silences;
 
@@ -61,16 +62,6 @@ pub struct IncidentFilter {
     /// Only incidents with a smaller `seq` (the paging cursor).
     pub before: Option<u64>,
     pub limit: u32,
-}
-
-/// A run the engine decided to start, handed to the runner after commit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunStart {
-    pub run_id: String,
-    pub incident_id: String,
-    pub playbook: String,
-    /// The alert that triggered the run.
-    pub alert: core::Alert,
 }
 
 /// Opens a connection with the settings every connection uses.
@@ -581,33 +572,6 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
     Ok(())
 }
 
-/// Records a run decision; false when this playbook already ran for the incident.
-pub fn insert_run(tx: &Transaction<'_>, run: &RunStart, now: UnixMs) -> Result<bool, StoreError> {
-    let n = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO runs(id, incident_id, playbook, state, trigger_alert, created_at_ms)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
-        )?
-        .execute(params![
-            run.run_id,
-            run.incident_id,
-            run.playbook,
-            serde_json::to_string(&run.alert).expect("alerts serialise"),
-            now
-        ])?;
-    if n == 1 {
-        timeline(
-            tx,
-            &run.incident_id,
-            now,
-            "run_started",
-            &format!("playbook {} triggered by {}", run.playbook, run.alert.name),
-            &json!({"run_id": run.run_id, "playbook": run.playbook}),
-        )?;
-    }
-    Ok(n == 1)
-}
-
 /// An operator acknowledges an open incident.
 pub fn acknowledge(
     tx: &Transaction<'_>,
@@ -803,7 +767,7 @@ pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDet
         })?
         .collect::<Result<_, _>>()?;
 
-    let runs = runs_of(conn, id)?;
+    let runs = runs::of_incident(conn, id)?;
 
     let mut stmt = conn.prepare(
         "SELECT system, number, sys_id, created_at_ms FROM tickets WHERE incident_id = ?1 ORDER BY created_at_ms",
@@ -826,63 +790,6 @@ pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDet
         runs,
         tickets,
     }))
-}
-
-fn runs_of(conn: &Connection, incident_id: &str) -> Result<Vec<RunView>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, playbook, state, COALESCE(started_at_ms, created_at_ms), finished_at_ms
-         FROM runs WHERE incident_id = ?1 ORDER BY created_at_ms, id",
-    )?;
-    let runs: Vec<(String, String, String, i64, Option<i64>)> = stmt
-        .query_map([incident_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut step_stmt = conn.prepare(
-        "SELECT step_id, action, state, params, result, error, started_at_ms, finished_at_ms
-         FROM run_steps WHERE run_id = ?1 ORDER BY idx",
-    )?;
-    let mut out = Vec::with_capacity(runs.len());
-    for (id, playbook, state, started_at_ms, finished_at_ms) in runs {
-        let steps: Vec<(StepView, String)> = step_stmt
-            .query_map([&id], |r| {
-                let params: Option<String> = r.get(3)?;
-                let result: Option<String> = r.get(4)?;
-                Ok((
-                    StepView {
-                        id: r.get(0)?,
-                        action: r.get(1)?,
-                        state: RunState::Pending,
-                        params: params
-                            .and_then(|p| serde_json::from_str(&p).ok())
-                            .unwrap_or(Value::Null),
-                        result: result.and_then(|p| serde_json::from_str(&p).ok()),
-                        error: r.get(5)?,
-                        started_at_ms: r.get(6)?,
-                        finished_at_ms: r.get(7)?,
-                    },
-                    r.get(2)?,
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        let steps = steps
-            .into_iter()
-            .map(|(mut s, state)| {
-                s.state = parse_col(&state, "run_steps", "state")?;
-                Ok(s)
-            })
-            .collect::<Result<_, StoreError>>()?;
-        out.push(RunView {
-            id,
-            playbook,
-            incident_id: Some(incident_id.to_owned()),
-            state: parse_col(&state, "runs", "state")?,
-            started_at_ms,
-            finished_at_ms,
-            steps,
-        });
-    }
-    Ok(out)
 }
 
 /// The silence views for the API.

@@ -164,6 +164,101 @@ const MIGRATIONS: &[Migration] = &[
     // 3: the dedup log: append-only, keyed by 16 bytes of SHA-256 of the
     // event id; raw payloads are no longer kept.
     Migration::Code(events_v3),
+    // 4: the playbook engine in depth: several runs per incident (ordinal),
+    // durable cursors for resuming, guardrails (mutations for causal
+    // attribution, breakers, approvals, the kill switch).
+    Migration::Sql(
+        "
+    CREATE TABLE runs_v4 (
+        id TEXT PRIMARY KEY,
+        incident_id TEXT REFERENCES incidents(id),
+        playbook TEXT NOT NULL,
+        ordinal INTEGER NOT NULL DEFAULT 1,
+        scope TEXT NOT NULL,
+        state TEXT NOT NULL,
+        trigger TEXT NOT NULL DEFAULT '',
+        trigger_alert TEXT,
+        depth INTEGER NOT NULL DEFAULT 0,
+        caused_by_run TEXT,
+        target_host TEXT,
+        target_app TEXT,
+        phase TEXT NOT NULL DEFAULT 'main',
+        cursor INTEGER NOT NULL DEFAULT 0,
+        mutated INTEGER NOT NULL DEFAULT 0,
+        dry_run INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        created_at_ms INTEGER NOT NULL,
+        admitted_at_ms INTEGER,
+        started_at_ms INTEGER,
+        finished_at_ms INTEGER,
+        UNIQUE (scope, playbook)
+    );
+    INSERT INTO runs_v4(id, incident_id, playbook, scope, state, trigger, trigger_alert, created_at_ms, admitted_at_ms, started_at_ms, finished_at_ms)
+        SELECT id, incident_id, playbook, COALESCE(incident_id, id), state, 'incident:opened', trigger_alert, created_at_ms, started_at_ms, started_at_ms, finished_at_ms FROM runs;
+    CREATE TABLE run_steps_v4 (
+        run_id TEXT NOT NULL REFERENCES runs_v4(id),
+        seq INTEGER NOT NULL,
+        phase TEXT NOT NULL DEFAULT 'main',
+        step_index INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        mutating INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        params TEXT,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started_at_ms INTEGER,
+        finished_at_ms INTEGER,
+        PRIMARY KEY (run_id, seq)
+    );
+    INSERT INTO run_steps_v4(run_id, seq, step_index, step_id, action, state, params, result, error, attempts, started_at_ms, finished_at_ms)
+        SELECT run_id, idx, idx, step_id, action, state, params, result, error, 1, started_at_ms, finished_at_ms FROM run_steps;
+    DROP TABLE run_steps;
+    DROP TABLE runs;
+    ALTER TABLE runs_v4 RENAME TO runs;
+    ALTER TABLE run_steps_v4 RENAME TO run_steps;
+    CREATE INDEX runs_incident ON runs(incident_id);
+    CREATE INDEX runs_state ON runs(state);
+    CREATE INDEX runs_admitted ON runs(admitted_at_ms);
+    ALTER TABLE incidents ADD COLUMN caused_by_run TEXT;
+    CREATE TABLE mutations (
+        run_id TEXT NOT NULL,
+        playbook TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        app TEXT,
+        depth INTEGER NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX mutations_target ON mutations(host, finished_at_ms);
+    CREATE TABLE breakers (
+        key TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        tripped_at_ms INTEGER NOT NULL,
+        run_id TEXT,
+        escalation TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE approvals (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        requested_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        decided_at_ms INTEGER,
+        approved INTEGER,
+        decided_by TEXT,
+        reason TEXT,
+        PRIMARY KEY (run_id, step_id)
+    );
+    CREATE TABLE automation_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+        ",
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1,53 +1,92 @@
-//! The built-in actions, one folder each. An action declares its parameters
-//! (checked at load time) and executes through [`Env`], which the correlator
-//! implements; nothing here opens a socket itself.
+//! The built-in actions, one folder each, behind the [`Action`] trait:
+//! parameters (checked at load time), whether the action mutates, whether a
+//! repeat with the same idempotency key is harmless, a dry-run plan of the
+//! exact requests, and execution through [`Env`], which the correlator
+//! implements. Nothing here opens a socket itself except through `Env`.
+//!
+//! Adding an action: a folder with its `mod.rs` implementing [`Action`], and
+//! one line in [`registry`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use fincorp_api::wire::{CommandAction, CommandResult};
+use fincorp_integrations::plan::PlannedRequest;
 use fincorp_integrations::servicenow::ServiceNowClient;
+use serde::Serialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+pub mod approval;
+pub mod exec;
+pub mod notify;
 pub mod reallocate;
 pub mod servicenow;
+pub mod wait_for;
 
-/// Every action a step may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActionKind {
-    Reallocate,
-    ServiceNowCreate,
+/// A boxed future, so actions can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One built-in action.
+pub trait Action: Send + Sync + 'static {
+    /// The name used in playbooks.
+    fn name(&self) -> &'static str;
+    fn params(&self) -> &'static [ParamSpec];
+    /// Changes something outside the correlator.
+    fn mutating(&self) -> bool;
+    /// Repeating it with the same idempotency key has no further effect, so
+    /// a step interrupted by a crash may be run again.
+    fn idempotent(&self) -> bool;
+    /// Its effect can be undone by a later step (a rollback).
+    fn reversible(&self) -> bool {
+        true
+    }
+    /// What execution would do, without doing it. `Err(NotPlannable)` when
+    /// the action cannot say exactly (a mutating one is then refused in
+    /// dry-run mode).
+    fn plan(
+        &self,
+        env: &dyn Env,
+        params: &Map<String, Value>,
+        ctx: &StepContext,
+    ) -> Result<Vec<Planned>, ActionError>;
+    fn execute<'a>(
+        &'a self,
+        env: &'a dyn Env,
+        params: &'a Map<String, Value>,
+        ctx: &'a StepContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>>;
 }
 
-impl ActionKind {
-    pub const ALL: [ActionKind; 2] = [ActionKind::Reallocate, ActionKind::ServiceNowCreate];
+/// Every action a step may name.
+pub fn registry() -> &'static [&'static dyn Action] {
+    &[
+        &reallocate::Reallocate,
+        &servicenow::Create,
+        &notify::Notify,
+        &wait_for::WaitFor,
+        &approval::ApprovalAction,
+        &exec::Exec,
+    ]
+}
 
-    /// The name used in playbooks.
-    pub fn name(self) -> &'static str {
-        match self {
-            ActionKind::Reallocate => "reallocate",
-            ActionKind::ServiceNowCreate => "servicenow.create",
-        }
-    }
+pub fn lookup(name: &str) -> Option<&'static dyn Action> {
+    registry().iter().copied().find(|a| a.name() == name)
+}
 
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    pub fn params(self) -> &'static [ParamSpec] {
-        match self {
-            ActionKind::Reallocate => reallocate::PARAMS,
-            ActionKind::ServiceNowCreate => servicenow::CREATE_PARAMS,
-        }
-    }
-
-    /// Whether the action changes something outside the correlator.
-    pub fn is_mutating(self) -> bool {
-        match self {
-            ActionKind::Reallocate | ActionKind::ServiceNowCreate => true,
-        }
-    }
+/// One request or wait a step would make.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Planned {
+    /// An HTTP request, exactly as it would be sent (secrets redacted).
+    Http { request: PlannedRequest },
+    /// A command for the agent on `host`, as it would be signed and sent.
+    AgentCommand { host: String, command: Value },
+    /// Waiting for a condition.
+    Wait { description: String },
+    /// Waiting for an operator.
+    Approval { prompt: String, timeout_ms: i64 },
 }
 
 /// One parameter of an action.
@@ -66,13 +105,21 @@ pub enum ParamKind {
     Number,
     /// One of these strings (numbers are compared by their decimal text).
     OneOf(&'static [&'static str]),
+    /// A duration such as `30s`.
+    Duration,
+    /// A list of strings.
+    Strings,
+    /// A mapping of strings to strings.
+    StringMap,
+    /// Any JSON value (templates inside strings are rendered).
+    Any,
 }
 
 /// Checks `with` against the action's parameters: unknown keys, missing
 /// required keys, and literal values of the wrong type. Template strings are
 /// checked after rendering. Returns (key, message) pairs.
-pub fn check_params(kind: ActionKind, with: &Map<String, Value>) -> Vec<(String, String)> {
-    let specs = kind.params();
+pub fn check_params(action: &dyn Action, with: &Map<String, Value>) -> Vec<(String, String)> {
+    let specs = action.params();
     let mut problems = Vec::new();
     for key in with.keys() {
         if !specs.iter().any(|p| p.name == key) {
@@ -81,7 +128,7 @@ pub fn check_params(kind: ActionKind, with: &Map<String, Value>) -> Vec<(String,
                 key.clone(),
                 format!(
                     "unknown parameter `{key}` for action {} (expected one of: {})",
-                    kind.name(),
+                    action.name(),
                     known.join(", ")
                 ),
             ));
@@ -94,7 +141,7 @@ pub fn check_params(kind: ActionKind, with: &Map<String, Value>) -> Vec<(String,
                 format!(
                     "missing required parameter `{}` for action {}",
                     spec.name,
-                    kind.name()
+                    action.name()
                 ),
             )),
             None => {}
@@ -111,26 +158,50 @@ pub fn check_params(kind: ActionKind, with: &Map<String, Value>) -> Vec<(String,
 
 /// Checks one rendered or literal value against its spec.
 pub fn check_value(spec: &ParamSpec, value: &Value) -> Result<(), String> {
+    let name = spec.name;
     match spec.kind {
+        ParamKind::Any => Ok(()),
         ParamKind::String => match value {
             Value::String(_) => Ok(()),
             other => Err(format!(
-                "`{}` must be a string, not {}",
-                spec.name,
+                "`{name}` must be a string, not {}",
                 type_name(other)
             )),
         },
         ParamKind::Number => as_f64(value)
             .map(|_| ())
-            .ok_or_else(|| format!("`{}` must be a number, not {}", spec.name, type_name(value))),
+            .ok_or_else(|| format!("`{name}` must be a number, not {}", type_name(value))),
+        ParamKind::Duration => match value {
+            Value::String(s) => s
+                .parse::<fincorp_api::config::Duration>()
+                .map(|_| ())
+                .map_err(|e| format!("`{name}`: {e}")),
+            other => Err(format!(
+                "`{name}` must be a duration such as \"30s\", not {}",
+                type_name(other)
+            )),
+        },
+        ParamKind::Strings => match value {
+            Value::Array(items) if items.iter().all(Value::is_string) => Ok(()),
+            other => Err(format!(
+                "`{name}` must be a list of strings, not {}",
+                type_name(other)
+            )),
+        },
+        ParamKind::StringMap => match value {
+            Value::Object(m) if m.values().all(Value::is_string) => Ok(()),
+            other => Err(format!(
+                "`{name}` must be a mapping of strings, not {}",
+                type_name(other)
+            )),
+        },
         ParamKind::OneOf(allowed) => {
             let text = match value {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 other => {
                     return Err(format!(
-                        "`{}` must be one of {allowed:?}, not {}",
-                        spec.name,
+                        "`{name}` must be one of {allowed:?}, not {}",
                         type_name(other)
                     ));
                 }
@@ -138,10 +209,7 @@ pub fn check_value(spec: &ParamSpec, value: &Value) -> Result<(), String> {
             if allowed.contains(&text.as_str()) {
                 Ok(())
             } else {
-                Err(format!(
-                    "`{}` must be one of {allowed:?}, not {text:?}",
-                    spec.name
-                ))
+                Err(format!("`{name}` must be one of {allowed:?}, not {text:?}"))
             }
         }
     }
@@ -176,30 +244,76 @@ pub(crate) fn as_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A duration parameter in milliseconds.
+pub(crate) fn as_duration_ms(v: Option<&Value>) -> Option<i64> {
+    v.and_then(Value::as_str)
+        .and_then(|s| s.parse::<fincorp_api::config::Duration>().ok())
+        .map(|d| d.as_millis_i64())
+}
+
+/// A string parameter that must be present and non-empty.
+pub(crate) fn required_text(params: &Map<String, Value>, key: &str) -> Result<String, ActionError> {
+    params
+        .get(key)
+        .and_then(as_text)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ActionError::InvalidParams(format!("`{key}` must not be empty")))
+}
+
+/// An operator's decision on an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub approved: bool,
+    pub by: String,
+    pub reason: String,
+}
+
 /// What actions may do to the world. The correlator implements it.
 pub trait Env: Send + Sync {
     /// Sends a command to the agent on `host` and waits for its result.
     /// `command_id` is the idempotency key: a resend with the same id is
-    /// answered from the agent's record instead of running again.
-    fn agent_command(
-        &self,
-        host: &str,
-        command_id: &str,
+    /// answered from the agent's journal instead of running again.
+    fn agent_command<'a>(
+        &'a self,
+        host: &'a str,
+        command_id: &'a str,
         action: CommandAction,
         timeout: Duration,
-    ) -> impl Future<Output = Result<CommandResult, String>> + Send;
+    ) -> BoxFuture<'a, Result<CommandResult, String>>;
 
     /// The ServiceNow client, when configured.
     fn servicenow(&self) -> Option<&ServiceNowClient>;
+
+    /// The HTTP client for webhooks.
+    fn http(&self) -> &reqwest::Client;
+
+    /// The latest value of an agent metric for a host (and app), if known:
+    /// app metrics `cpu`, `rss_mb`, `processes`, `latency_ms`, `probe_up`;
+    /// host metrics (no app) `cpu`, `mem_used_pct`.
+    fn metric(&self, host: &str, app: Option<&str>, metric: &str) -> Option<f64>;
+
+    /// Waits for an operator to approve or reject step `step_id` of
+    /// `run_id`, up to `timeout`. `Ok(None)` when nobody decided in time.
+    fn await_approval<'a>(
+        &'a self,
+        run_id: &'a str,
+        step_id: &'a str,
+        prompt: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<Decision>, String>>;
 }
 
-/// Identity and limits of the step being executed.
+/// Identity and limits of the step being planned or executed.
 #[derive(Debug, Clone)]
 pub struct StepContext {
-    pub incident_id: String,
+    pub run_id: String,
+    pub step_id: String,
+    /// The incident of the run, if it has one (scheduled runs do not).
+    pub incident_id: Option<String>,
     /// The app of the alert that triggered the run, if any.
     pub app: Option<String>,
-    /// Unique per (incident, playbook, step); see [`Env::agent_command`].
+    /// Unique per (incident or schedule slot, playbook, step); the same on
+    /// every retry and after a restart.
     pub idempotency_key: String,
     pub timeout: Duration,
 }
@@ -231,16 +345,20 @@ pub enum ActionError {
     Failed(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    #[error("cannot be planned: {0}")]
+    NotPlannable(String),
 }
 
-/// Runs one rendered step.
-pub async fn execute<E: Env>(
-    env: &E,
-    kind: ActionKind,
-    params: &Map<String, Value>,
-    ctx: &StepContext,
-) -> Result<ActionOutput, ActionError> {
-    for spec in kind.params() {
+impl ActionError {
+    /// Whether trying again may help (a refusal or bad input will not).
+    pub fn retryable(&self) -> bool {
+        matches!(self, ActionError::Failed(_) | ActionError::Unavailable(_))
+    }
+}
+
+/// Checks rendered parameters before planning or executing.
+pub fn check_rendered(action: &dyn Action, params: &Map<String, Value>) -> Result<(), ActionError> {
+    for spec in action.params() {
         match params.get(spec.name) {
             Some(v) => check_value(spec, v).map_err(ActionError::InvalidParams)?,
             None if spec.required => {
@@ -252,11 +370,33 @@ pub async fn execute<E: Env>(
             None => {}
         }
     }
-    match kind {
-        ActionKind::Reallocate => reallocate::execute(env, params, ctx).await,
-        ActionKind::ServiceNowCreate => servicenow::create(env, params, ctx).await,
-    }
+    Ok(())
 }
+
+/// Runs one rendered step.
+pub async fn execute(
+    env: &dyn Env,
+    action: &dyn Action,
+    params: &Map<String, Value>,
+    ctx: &StepContext,
+) -> Result<ActionOutput, ActionError> {
+    check_rendered(action, params)?;
+    action.execute(env, params, ctx).await
+}
+
+/// Plans one rendered step.
+pub fn plan(
+    env: &dyn Env,
+    action: &dyn Action,
+    params: &Map<String, Value>,
+    ctx: &StepContext,
+) -> Result<Vec<Planned>, ActionError> {
+    check_rendered(action, params)?;
+    action.plan(env, params, ctx)
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
@@ -269,7 +409,7 @@ mod tests {
     #[test]
     fn unknown_missing_and_mistyped_parameters_are_each_reported() {
         let problems = check_params(
-            ActionKind::Reallocate,
+            &reallocate::Reallocate,
             &map(r#"{"app":"A","resource":"disk","increase_pct":"lots","colour":"red"}"#),
         );
         let text = problems
@@ -280,7 +420,7 @@ mod tests {
         assert!(text.contains("unknown parameter `colour`"), "{text}");
         assert!(text.contains("missing required parameter `host`"), "{text}");
         assert!(
-            text.contains(r#"`resource` must be one of ["cpu"]"#),
+            text.contains(r#"`resource` must be one of ["cpu", "memory"]"#),
             "{text}"
         );
         assert!(text.contains("`increase_pct` must be a number"), "{text}");
@@ -290,7 +430,7 @@ mod tests {
     #[test]
     fn templates_are_checked_after_rendering_not_before() {
         let problems = check_params(
-            ActionKind::Reallocate,
+            &reallocate::Reallocate,
             &map(
                 r#"{"host":"{{ incident.host }}","app":"A","resource":"cpu","increase_pct":"{{ 10 * 2 }}"}"#,
             ),
@@ -299,10 +439,14 @@ mod tests {
     }
 
     #[test]
-    fn action_names_round_trip() {
-        for k in ActionKind::ALL {
-            assert_eq!(ActionKind::parse(k.name()), Some(k));
+    fn the_registry_names_are_unique_and_found() {
+        for a in registry() {
+            assert_eq!(lookup(a.name()).map(|x| x.name()), Some(a.name()));
         }
-        assert_eq!(ActionKind::parse("rm -rf"), None);
+        let mut names: Vec<_> = registry().iter().map(|a| a.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), registry().len());
+        assert!(lookup("rm -rf").is_none());
     }
 }

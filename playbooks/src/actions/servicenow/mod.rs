@@ -1,6 +1,7 @@
 //! `servicenow.create`: open (or find) the ServiceNow incident for this
-//! incident. The correlation_id is our incident id, so a retried or repeated
-//! step finds the existing ticket instead of opening a second one.
+//! incident. The correlation_id is our incident id (or the run's key for a
+//! scheduled run), so a retried or repeated step finds the existing ticket
+//! instead of opening a second one: idempotent.
 
 use std::collections::BTreeMap;
 
@@ -8,12 +9,13 @@ use fincorp_integrations::servicenow::NewIncident;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ActionError, ActionOutput, Env, ParamKind, ParamSpec, StepContext, TicketRef, as_text,
+    Action, ActionError, ActionOutput, BoxFuture, Env, ParamKind, ParamSpec, Planned, StepContext,
+    TicketRef, as_text,
 };
 
 const LEVELS: &[&str] = &["1", "2", "3"];
 
-pub const CREATE_PARAMS: &[ParamSpec] = &[
+const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "short_description",
         required: true,
@@ -39,53 +41,122 @@ pub const CREATE_PARAMS: &[ParamSpec] = &[
         required: false,
         kind: ParamKind::String,
     },
+    ParamSpec {
+        name: "fields",
+        required: false,
+        kind: ParamKind::StringMap,
+    },
 ];
 
+pub struct Create;
+
+/// The correlation id of a step's ticket: the incident, else the run.
+fn correlation_id(ctx: &StepContext) -> String {
+    ctx.incident_id
+        .clone()
+        .unwrap_or_else(|| ctx.run_id.clone())
+}
+
 /// The request `servicenow.create` makes, from rendered parameters.
-pub fn new_incident(params: &Map<String, Value>, incident_id: &str) -> NewIncident {
+pub fn new_incident(params: &Map<String, Value>, correlation_id: &str) -> NewIncident {
     let text = |k: &str| params.get(k).and_then(as_text).filter(|s| !s.is_empty());
+    let extra: BTreeMap<String, String> = params
+        .get("fields")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
     NewIncident {
-        correlation_id: incident_id.to_owned(),
+        correlation_id: correlation_id.to_owned(),
         short_description: text("short_description").unwrap_or_default(),
         description: text("description"),
         urgency: text("urgency"),
         impact: text("impact"),
         work_notes: text("work_notes"),
-        extra: BTreeMap::new(),
+        extra,
     }
 }
 
-pub(crate) async fn create<E: Env>(
-    env: &E,
+fn request(
+    env: &dyn Env,
     params: &Map<String, Value>,
     ctx: &StepContext,
-) -> Result<ActionOutput, ActionError> {
+) -> Result<NewIncident, ActionError> {
     let client = env.servicenow().ok_or_else(|| {
         ActionError::Unavailable("ServiceNow is not configured (integrations.servicenow)".into())
     })?;
-    let mut request = new_incident(params, &ctx.incident_id);
+    let mut request = new_incident(params, &correlation_id(ctx));
     // Per-app fields from the config (assignment group, CI, ...); what the
     // playbook sets explicitly wins.
     if let Some(app) = &ctx.app {
         request = client.incident_for_app(app, &request);
     }
-    let ensured = client
-        .ensure_incident(&request)
-        .await
-        .map_err(|e| ActionError::Failed(format!("ServiceNow: {e}")))?;
-    let t = ensured.ticket;
-    Ok(ActionOutput {
-        result: json!({
-            "sys_id": t.sys_id,
-            "number": t.number,
-            "state": t.state,
-            "created": ensured.created,
-            "correlation_id": ctx.incident_id,
-        }),
-        ticket: Some(TicketRef {
-            system: "servicenow".into(),
-            sys_id: t.sys_id,
-            number: t.number,
-        }),
-    })
+    Ok(request)
+}
+
+impl Action for Create {
+    fn name(&self) -> &'static str {
+        "servicenow.create"
+    }
+
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn mutating(&self) -> bool {
+        true
+    }
+
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn plan(
+        &self,
+        env: &dyn Env,
+        params: &Map<String, Value>,
+        ctx: &StepContext,
+    ) -> Result<Vec<Planned>, ActionError> {
+        let request = request(env, params, ctx)?;
+        let client = env.servicenow().expect("checked by request()");
+        Ok(client
+            .plan_ensure(&request)
+            .into_iter()
+            .map(|request| Planned::Http { request })
+            .collect())
+    }
+
+    fn execute<'a>(
+        &'a self,
+        env: &'a dyn Env,
+        params: &'a Map<String, Value>,
+        ctx: &'a StepContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+        Box::pin(async move {
+            let request = request(env, params, ctx)?;
+            let client = env.servicenow().expect("checked by request()");
+            let ensured = client
+                .ensure_incident(&request)
+                .await
+                .map_err(|e| ActionError::Failed(format!("ServiceNow: {e}")))?;
+            let t = ensured.ticket;
+            Ok(ActionOutput {
+                result: json!({
+                    "sys_id": t.sys_id,
+                    "number": t.number,
+                    "state": t.state,
+                    "created": ensured.created,
+                    "correlation_id": request.correlation_id,
+                }),
+                ticket: Some(TicketRef {
+                    system: "servicenow".into(),
+                    sys_id: t.sys_id,
+                    number: t.number,
+                }),
+            })
+        })
+    }
 }
