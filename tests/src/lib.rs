@@ -237,12 +237,18 @@ pub fn cgroup_dir(relative: &str) -> PathBuf {
 }
 
 /// What a test stack runs with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StackConfig {
     /// The agent's `apps:` entries, as YAML indented by two spaces.
     pub agent_apps: String,
     /// `correlation.resolve_after` of the correlator.
     pub resolve_after: String,
+    /// The correlator's playbooks; the shipped ones when `None`.
+    pub playbooks_dir: Option<PathBuf>,
+    /// More top-level correlator configuration (YAML), e.g. `automation:`.
+    pub correlator_extra: String,
+    /// Enables the agent's `run_script` action with this allowlist directory.
+    pub scripts_dir: Option<PathBuf>,
 }
 
 /// A ServiceNow simulator, a correlator and an agent on 127.0.0.1, with
@@ -279,7 +285,10 @@ impl Stack {
         let api = format!("http://127.0.0.1:{api_port}");
         let sn = format!("http://127.0.0.1:{sn_port}");
         let host = format!("e2e-host-{}", std::process::id());
-        let playbooks = repo_root().join("packaging/etc/fincorp/playbooks");
+        let playbooks = cfg
+            .playbooks_dir
+            .clone()
+            .unwrap_or_else(|| repo_root().join("packaging/etc/fincorp/playbooks"));
         std::fs::write(
             d.join("correlator.yaml"),
             format!(
@@ -301,7 +310,8 @@ integrations:
     username: {SN_USER}
     password: {{ env: FINCORP_SERVICENOW_PASSWORD }}
     timeout: 10s
-",
+{extra}",
+                extra = cfg.correlator_extra,
                 resolve_after = cfg.resolve_after,
                 playbooks = playbooks.display(),
             ),
@@ -327,10 +337,17 @@ actions:
     enabled: true
     max_increase_pct: 50
     max_cpu_cores: 2.0
-cgroup_root: {CGROUP_ROOT}
+{scripts}cgroup_root: {CGROUP_ROOT}
 apps:
 {apps}",
                 apps = cfg.agent_apps,
+                scripts = match &cfg.scripts_dir {
+                    Some(dir) => format!(
+                        "  run_script:\n    enabled: true\n    dir: {}\n    max_timeout: 30s\n  rate_limit:\n    max_commands: 100\n    per: 1m\n",
+                        dir.display()
+                    ),
+                    None => String::new(),
+                },
             ),
         )
         .unwrap();
@@ -517,4 +534,101 @@ pub fn wait_for<T>(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A webhook receiver on 127.0.0.1: answers 200 to every POST and keeps
+/// the JSON bodies, in arrival order.
+pub struct Recorder {
+    pub url: String,
+    bodies: std::sync::Arc<Mutex<Vec<Value>>>,
+}
+
+impl Recorder {
+    pub fn start() -> Recorder {
+        Self::start_delayed(Duration::ZERO)
+    }
+
+    /// Like [`Recorder::start`], but answers each request `delay` after
+    /// receiving it (the body is kept on arrival).
+    pub fn start_delayed(delay: Duration) -> Recorder {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Headers, then Content-Length bytes of body.
+                    let body = loop {
+                        let Ok(n) = conn.read(&mut chunk) else {
+                            break None;
+                        };
+                        if n == 0 {
+                            break None;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break Some(buf[end + 4..end + 4 + len].to_vec());
+                        }
+                    };
+                    if let Some(body) = body {
+                        let v = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                            Value::String(String::from_utf8_lossy(&body).into())
+                        });
+                        kept.lock().unwrap().push(v);
+                    }
+                    std::thread::sleep(delay);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        Recorder { url, bodies }
+    }
+
+    /// The bodies received so far.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+/// Writes an executable script (mode 0755) into an allowlist directory.
+pub fn write_script(dir: &Path, name: &str, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A directory for agent scripts: not writable by group or others.
+pub fn scripts_dir(parent: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent.join("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The runs of the correlator, newest first.
+pub fn runs(stack: &Stack, query: &str) -> Vec<Value> {
+    stack.api_get(&format!("/api/v1/runs?{query}"))["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

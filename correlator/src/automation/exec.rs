@@ -197,11 +197,6 @@ async fn admit(
                 Ok(Gate::Blocked(tripped))
             };
 
-            let open = runs::open_breakers(tx, &breaker_keys(&pb.name, host, app))?;
-            if let Some(b) = open.first() {
-                return block(format!("breaker {} is tripped ({}); an operator must reset it", b.key, b.reason), None);
-            }
-
             // Causal attribution: did one of our runs change this target
             // while the alert started, or shortly before?
             let cause = match (&run.alert, host) {
@@ -215,6 +210,16 @@ async fn admit(
             if let (Some(c), Some(incident)) = (&caused_by, &run.incident_id) {
                 runs::mark_incident_caused(tx, incident, c)?;
             }
+            // Recorded whatever the outcome, so a blocked run shows its chain.
+            tx.execute(
+                "UPDATE runs SET depth = ?2, caused_by_run = ?3 WHERE id = ?1",
+                rusqlite::params![run.id, depth, caused_by],
+            )?;
+            let open = runs::open_breakers(tx, &breaker_keys(&pb.name, host, app))?;
+            if let Some(b) = open.first() {
+                return block(format!("breaker {} is tripped ({}); an operator must reset it", b.key, b.reason), None);
+            }
+
             let target_key = host.map(|h| target_breaker(&pb.name, h, app)).unwrap_or_else(|| format!("playbook:{}", pb.name));
             if depth > pb.guardrails.max_depth {
                 let (cause_run, cause_pb, _) = cause.as_ref().expect("depth > 0 has a cause");

@@ -140,9 +140,13 @@ pub struct NewRun<'a> {
 }
 
 /// Records a run decision. An incident-triggered run is coalesced (`None`)
-/// when a run of the same playbook for the same incident is still under way;
-/// otherwise it becomes that incident's next run of the playbook, with its
-/// own idempotency scope. A scheduled run is recorded once per slot.
+/// into a run of the same playbook for the same incident that has not
+/// started yet; otherwise it becomes that incident's next run of the
+/// playbook, with its own idempotency scope. So an alert that joins while a
+/// run is acting queues (at most) one follow-up run, which waits for the
+/// target's lock and then meets the guardrails: this is how a remediation
+/// that re-triggers its own incident is seen, attributed and bounded. A
+/// scheduled run is recorded once per slot.
 pub fn insert(
     tx: &Transaction<'_>,
     new: &NewRun<'_>,
@@ -150,13 +154,12 @@ pub fn insert(
 ) -> Result<Option<String>, StoreError> {
     let ordinal: u32 = match new.incident_id {
         Some(incident) => {
-            let active: bool = tx
+            let waiting: bool = tx
                 .prepare_cached(
-                    "SELECT EXISTS(SELECT 1 FROM runs WHERE incident_id = ?1 AND playbook = ?2
-                       AND state IN ('pending', 'running', 'awaiting_approval'))",
+                    "SELECT EXISTS(SELECT 1 FROM runs WHERE incident_id = ?1 AND playbook = ?2 AND state = 'pending')",
                 )?
                 .query_row(params![incident, new.playbook], |r| r.get(0))?;
-            if active {
+            if waiting {
                 return Ok(None);
             }
             let last: Option<u32> = tx

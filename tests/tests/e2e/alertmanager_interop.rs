@@ -47,6 +47,7 @@ fn alertmanager_webhooks_become_incidents_and_their_resolution_resolves_them() {
     let mut stack = Stack::start_without_agent(&StackConfig {
         agent_apps: String::new(),
         resolve_after: "1s".into(),
+        ..StackConfig::default()
     });
 
     let am_port = free_port();

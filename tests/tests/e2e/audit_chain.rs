@@ -31,6 +31,7 @@ fn audit_verify_detects_an_edited_or_deleted_entry() {
     let mut stack = Stack::start_without_agent(&StackConfig {
         agent_apps: String::new(),
         resolve_after: "5s".into(),
+        ..StackConfig::default()
     });
     let ev = json!({"events": [{"source": "hardware", "name": "psu_failed", "host": "core-ny-01", "severity": "critical"}]});
     assert_eq!(

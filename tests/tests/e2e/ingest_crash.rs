@@ -31,6 +31,7 @@ fn no_acknowledged_event_is_lost_or_duplicated_across_sigkill() {
     let mut stack = Stack::start_without_agent(&StackConfig {
         agent_apps: String::new(),
         resolve_after: "5s".into(),
+        ..StackConfig::default()
     });
     let url = format!("{}/api/v1/ingest/events", stack.api);
 

@@ -5,5 +5,8 @@
 mod alertmanager_interop;
 mod audit_chain;
 mod ingest_crash;
+mod run_crash;
+mod run_lock;
 mod s1_chaos_spike;
 mod s5_agent_spool;
+mod s6_guardrails;

@@ -68,6 +68,7 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
 "
         ),
         resolve_after: "2s".into(),
+        ..StackConfig::default()
     });
     let quota_file = cgroup_dir(&cgroup).join(if cgroup_v1() {
         "cpu.cfs_quota_us"

@@ -156,6 +156,7 @@ fn s5_agent_spool_survives_a_correlator_outage_and_agent_sigkill_without_loss_or
 "
         ),
         resolve_after: "1s".into(),
+        ..StackConfig::default()
     });
     // Faster discovery and heartbeats than the harness default, so the
     // scenario produces many batches in little time.
