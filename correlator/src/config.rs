@@ -39,6 +39,26 @@ struct RawConfig {
     /// Secrets playbooks read as `secrets.NAME`.
     #[serde(default)]
     secrets: std::collections::BTreeMap<String, SecretRef>,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    /// Recorded as the actor of everything done with the token.
+    name: String,
+    /// viewer, operator or admin.
+    role: String,
+    /// Hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
+    sha256: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +255,8 @@ pub struct Config {
     pub secrets: Secrets,
     /// Warnings about risky playbooks (logged at start).
     pub playbook_warnings: Vec<fincorp_api::yaml::Diagnostic>,
+    /// API bearer tokens; empty: the API is open (loopback only).
+    pub tokens: Vec<crate::api::auth::Token>,
 }
 
 impl Config {
@@ -402,6 +424,15 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         }
     }
     let automation = automation(doc, &raw.automation, &mut errors);
+    let tokens = api_tokens(doc, &raw.api, &mut errors);
+    if let Some(addr) = listen {
+        if tokens.is_empty() && !addr.ip().is_loopback() {
+            errors.push(doc.error(
+                "listen",
+                format!("{addr} is not a loopback address: configure api.tokens before serving the API beyond this host"),
+            ));
+        }
+    }
 
     let playbooks_dir = relative_to(&base, &raw.playbooks_dir);
     let (playbooks, playbook_warnings) = match load_playbooks(&playbooks_dir, &secrets) {
@@ -436,7 +467,50 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         automation,
         secrets,
         playbook_warnings,
+        tokens,
     })
+}
+
+/// The `api.tokens` section.
+fn api_tokens(
+    doc: &Document,
+    raw: &RawApi,
+    errors: &mut Vec<fincorp_api::yaml::Diagnostic>,
+) -> Vec<crate::api::auth::Token> {
+    let mut out: Vec<crate::api::auth::Token> = Vec::new();
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let at = |k: &str| format!("api.tokens[{i}].{k}");
+        let role = crate::api::auth::Role::parse(&t.role);
+        if role.is_none() {
+            errors.push(doc.error(
+                &at("role"),
+                format!("role must be viewer, operator or admin, not {:?}", t.role),
+            ));
+        }
+        let digest = hex::decode(t.sha256.trim())
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok());
+        if digest.is_none() {
+            errors.push(doc.error(&at("sha256"), "sha256 must be 64 hex digits: the SHA-256 of the token (printf %s TOKEN | sha256sum)"));
+        }
+        if t.name.trim().is_empty() || out.iter().any(|o| o.name == t.name) {
+            errors.push(doc.error(
+                &at("name"),
+                format!("token names must be unique and not empty ({:?})", t.name),
+            ));
+        }
+        if let (Some(role), Some(sha256)) = (role, digest) {
+            if out.iter().any(|o| o.sha256 == sha256) {
+                errors.push(doc.error(&at("sha256"), "the same token is listed twice"));
+            }
+            out.push(crate::api::auth::Token {
+                name: t.name.clone(),
+                role,
+                sha256,
+            });
+        }
+    }
+    out
 }
 
 /// The `automation` section.
@@ -848,6 +922,52 @@ integrations:
             "{all}"
         );
         assert_eq!(err.0.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn api_tokens_are_checked_and_required_beyond_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("agent.key"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("pb")).unwrap();
+        let base = "version: 1
+state_dir: state
+agent_auth:
+  keys:
+    - id: fleet
+      secret: { file: agent.key }
+playbooks_dir: pb
+";
+        let file = dir.path().join("c.yaml");
+        let load_text = |text: String| {
+            std::fs::write(&file, text).unwrap();
+            load(&file, &Overrides::default())
+        };
+        // Open API beyond this host: refused.
+        let err = load_text(format!("{base}listen: 0.0.0.0:9470\n")).unwrap_err();
+        assert!(err.to_string().contains("configure api.tokens"), "{err}");
+        // Bad tokens are located.
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let err = load_text(format!(
+            "{base}listen: 0.0.0.0:9470\napi:\n  tokens:\n    - {{name: a, role: root, sha256: {sha}}}\n    - {{name: b, role: viewer, sha256: abc}}\n"
+        ))
+        .unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains(":11:") && all.contains("role must be viewer, operator or admin"), "{all}");
+        assert!(all.contains(":12:") && all.contains("sha256 must be 64 hex digits"), "{all}");
+        // Good tokens on any address.
+        let cfg = load_text(format!(
+            "{base}listen: 0.0.0.0:9470\napi:\n  tokens:\n    - {{name: ops, role: operator, sha256: {sha}}}\n"
+        ))
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.tokens.len(), 1);
+        assert_eq!(cfg.tokens[0].role, crate::api::auth::Role::Operator);
+        // Loopback without tokens stays open.
+        let cfg = load_text(format!("{base}listen: 127.0.0.1:9470\n")).unwrap();
+        assert!(cfg.tokens.is_empty());
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub async fn run(
         bus,
         automation: automation.clone(),
         samples,
+        tokens: Arc::new(cfg.tokens),
         alertmanager: Arc::new(cfg.alertmanager),
         shutdown: stop_rx,
     };

@@ -397,6 +397,8 @@ pub struct RunList {
 /// `POST /api/v1/runs/{id}/approve` and `/reject`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRequest {
+    /// Who acts; with API tokens, the token's name is used instead.
+    #[serde(default)]
     pub by: String,
     #[serde(default)]
     pub reason: String,
@@ -406,6 +408,8 @@ pub struct DecisionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillSwitchRequest {
     pub on: bool,
+    /// Who acts; with API tokens, the token's name is used instead.
+    #[serde(default)]
     pub by: String,
     #[serde(default)]
     pub reason: String,
@@ -439,6 +443,8 @@ pub struct BreakerView {
 /// `POST /api/v1/automation/breakers/{key}/reset`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetRequest {
+    /// Who acts; with API tokens, the token's name is used instead.
+    #[serde(default)]
     pub by: String,
     #[serde(default)]
     pub reason: String,

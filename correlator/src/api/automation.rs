@@ -1,14 +1,15 @@
 //! Automation controls: status, the kill switch, breaker resets, the loaded
 //! playbooks, dry-run plans against an incident, and reloading playbooks.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use fincorp_api::rest::{
     AutomationStatus, KillSwitchRequest, KillSwitchView, PlanRequest, PlanView, PlaybookView,
     ReloadView, ResetRequest,
 };
 
+use super::auth::{Identity, actor};
 use super::{ApiError, AppState};
 use crate::store::runs;
 
@@ -28,13 +29,15 @@ pub async fn kill_switch(State(state): State<AppState>) -> Result<Json<KillSwitc
 /// `POST /api/v1/automation/kill-switch` `{"on": true, "by": "...", "reason": "..."}`
 pub async fn set_kill_switch(
     State(state): State<AppState>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<KillSwitchRequest>, JsonRejection>,
 ) -> Result<Json<KillSwitchView>, ApiError> {
     let Json(req) = body?;
+    let by = actor(identity.as_deref(), Some(&req.by), "by")?;
     Ok(Json(
         state
             .automation
-            .set_kill_switch(req.on, &req.by, &req.reason)
+            .set_kill_switch(req.on, &by, &req.reason)
             .await?,
     ))
 }
@@ -43,12 +46,14 @@ pub async fn set_kill_switch(
 pub async fn reset_breaker(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<ResetRequest>, JsonRejection>,
 ) -> Result<Json<AutomationStatus>, ApiError> {
     let Json(req) = body?;
+    let by = actor(identity.as_deref(), Some(&req.by), "by")?;
     state
         .automation
-        .reset_breaker(&key, &req.by, &req.reason)
+        .reset_breaker(&key, &by, &req.reason)
         .await?;
     Ok(Json(state.automation.status().await?))
 }

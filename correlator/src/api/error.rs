@@ -13,6 +13,8 @@ use crate::ingest::IngestError;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized(String),
+    /// Authenticated, but the token's role does not allow this.
+    Forbidden(String),
     BadRequest(String),
     NotFound(String),
     Conflict(String),
@@ -27,6 +29,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -39,6 +42,7 @@ impl ApiError {
     fn parts(&self) -> (&'static str, String) {
         match self {
             ApiError::Unauthorized(m) => ("unauthorized", m.clone()),
+            ApiError::Forbidden(m) => ("forbidden", m.clone()),
             ApiError::BadRequest(m) => ("bad_request", m.clone()),
             ApiError::NotFound(m) => ("not_found", m.clone()),
             ApiError::Conflict(m) => ("conflict", m.clone()),

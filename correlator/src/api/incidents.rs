@@ -1,14 +1,15 @@
 //! Incident endpoints: list (filters, paging), show, and the operator's
 //! ack / resolve / close, each recorded in the timeline and the audit log.
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use fincorp_api::now_ms;
 use fincorp_api::rest::{IncidentAction, IncidentDetail, IncidentList, IncidentState};
 use fincorp_api::wire::Severity;
 use serde::Deserialize;
 
+use super::auth::{Identity, actor};
 use super::{ApiError, AppState};
 use crate::store::IncidentFilter;
 
@@ -86,24 +87,15 @@ enum Op {
     Close,
 }
 
-/// Who is acting: the body's `by` (API tokens will take precedence).
-fn actor(body: &IncidentAction) -> Result<String, ApiError> {
-    match body.by.as_deref().map(str::trim) {
-        Some(by) if !by.is_empty() && by.len() <= 128 => Ok(by.to_owned()),
-        _ => Err(ApiError::BadRequest(
-            "by: say who you are (1 to 128 characters)".into(),
-        )),
-    }
-}
-
 async fn act(
     state: AppState,
     id: String,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<IncidentAction>, JsonRejection>,
     op: Op,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let Json(body) = body?;
-    let by = actor(&body)?;
+    let by = actor(identity.as_deref(), body.by.as_deref(), "by")?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest("reason: say why".into()));
     }
@@ -125,25 +117,28 @@ async fn act(
 pub async fn ack(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<IncidentAction>, JsonRejection>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
-    act(state, id, body, Op::Ack).await
+    act(state, id, identity, body, Op::Ack).await
 }
 
 /// `POST /api/v1/incidents/{id}/resolve`
 pub async fn resolve(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<IncidentAction>, JsonRejection>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
-    act(state, id, body, Op::Resolve).await
+    act(state, id, identity, body, Op::Resolve).await
 }
 
 /// `POST /api/v1/incidents/{id}/close`
 pub async fn close(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<IncidentAction>, JsonRejection>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
-    act(state, id, body, Op::Close).await
+    act(state, id, identity, body, Op::Close).await
 }

@@ -22,6 +22,7 @@ use crate::samples::Samples;
 
 mod agent;
 mod audit;
+pub mod auth;
 mod automation;
 mod error;
 mod incidents;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub automation: Arc<Automation>,
     /// The latest agent samples per host.
     pub samples: Arc<Samples>,
+    /// API bearer tokens (hashes); empty: the API is open (loopback only).
+    pub tokens: Arc<Vec<auth::Token>>,
     pub alertmanager: Arc<Mapping>,
     /// Flips to true at shutdown so long polls return early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -120,6 +123,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

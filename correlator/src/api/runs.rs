@@ -1,12 +1,13 @@
 //! Playbook runs: list (filters), show, and an operator's approval or
 //! rejection of a run that waits for one (audited).
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use fincorp_api::rest::{DecisionRequest, RunList, RunState, RunView};
 use serde::Deserialize;
 
+use super::auth::{Identity, actor};
 use super::{ApiError, AppState};
 use crate::store::runs::{self, RunFilter};
 
@@ -59,12 +60,14 @@ async fn decide(
     state: AppState,
     id: String,
     approve: bool,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
     let Json(req) = body?;
+    let by = actor(identity.as_deref(), Some(&req.by), "by")?;
     state
         .automation
-        .decide(&id, approve, &req.by, &req.reason)
+        .decide(&id, approve, &by, &req.reason)
         .await?;
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || engine.read(|c| runs::view(c, &id)))
@@ -77,16 +80,18 @@ async fn decide(
 pub async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    decide(state, id, true, body).await
+    decide(state, id, true, identity, body).await
 }
 
 /// `POST /api/v1/runs/{id}/reject`
 pub async fn reject(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    decide(state, id, false, body).await
+    decide(state, id, false, identity, body).await
 }

@@ -1,13 +1,14 @@
 //! Silence endpoints: create, list, show, expire.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use fincorp_api::now_ms;
 use fincorp_api::rest::{NewSilence, SilenceList, SilenceView};
 use serde::Deserialize;
 
+use super::auth::{Identity, actor};
 use super::{ApiError, AppState};
 
 /// `GET /api/v1/silences`
@@ -33,17 +34,11 @@ pub async fn show(
 /// `POST /api/v1/silences`
 pub async fn create(
     State(state): State<AppState>,
+    identity: Option<Extension<Identity>>,
     body: Result<Json<NewSilence>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SilenceView>), ApiError> {
     let Json(new) = body?;
-    let by = match new.created_by.as_deref().map(str::trim) {
-        Some(by) if !by.is_empty() && by.len() <= 128 => by.to_owned(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "created_by: say who you are (1 to 128 characters)".into(),
-            ));
-        }
-    };
+    let by = actor(identity.as_deref(), new.created_by.as_deref(), "created_by")?;
     let engine = state.engine.clone();
     let view =
         tokio::task::spawn_blocking(move || engine.add_silence(&new, &by, now_ms())).await??;
@@ -53,21 +48,21 @@ pub async fn create(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpireParams {
-    by: String,
+    #[serde(default)]
+    by: Option<String>,
 }
 
 /// `DELETE /api/v1/silences/{id}?by=NAME`: expires it now (it stays listed).
 pub async fn expire(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    identity: Option<Extension<Identity>>,
     params: Result<axum::extract::Query<ExpireParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SilenceView>, ApiError> {
     let axum::extract::Query(p) = params?;
-    if p.by.trim().is_empty() {
-        return Err(ApiError::BadRequest("by: say who you are".into()));
-    }
+    let by = actor(identity.as_deref(), p.by.as_deref(), "by")?;
     let engine = state.engine.clone();
     let view =
-        tokio::task::spawn_blocking(move || engine.expire_silence(&id, &p.by, now_ms())).await??;
+        tokio::task::spawn_blocking(move || engine.expire_silence(&id, &by, now_ms())).await??;
     Ok(Json(view))
 }

@@ -71,6 +71,7 @@ pub(crate) fn fixture_with(
         bus,
         automation,
         samples,
+        tokens: Arc::new(vec![]),
         alertmanager: Arc::new(crate::ingest::alertmanager::Mapping::default()),
         shutdown: rx,
     };
@@ -799,5 +800,144 @@ async fn metrics_expose_ingest_and_incident_counts() {
     assert!(
         text.contains("# TYPE fincorp_correlator_ingest_events_total counter"),
         "{text}"
+    );
+}
+
+fn with_token(mut req: Request<Body>, token: &str) -> Request<Body> {
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+fn token(name: &str, role: auth::Role, secret: &str) -> auth::Token {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    auth::Token {
+        name: name.into(),
+        role,
+        sha256: d.as_ref().try_into().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn tokens_gate_the_api_by_role_and_name_the_actor() {
+    let mut f = fixture();
+    f.state.tokens = Arc::new(vec![
+        token("dashboard", auth::Role::Viewer, "viewer-secret"),
+        token("oncall-sre", auth::Role::Operator, "operator-secret"),
+        token("head-of-ops", auth::Role::Admin, "admin-secret"),
+    ]);
+    let ack = |id: &str| {
+        json_req(
+            "POST",
+            &format!("/api/v1/incidents/{id}/ack"),
+            serde_json::json!({"by": "someone-else", "reason": "looking"}),
+        )
+    };
+    // No token, or an unknown one: 401 with a challenge; nothing stored.
+    let (status, body) = send(
+        &f.state,
+        json_req("POST", "/api/v1/ingest/events", hardware("hw-1", "firing")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let resp = router(f.state.clone())
+        .oneshot(
+            Request::get("/api/v1/incidents")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let (status, _) = send(
+        &f.state,
+        with_token(
+            Request::get("/api/v1/incidents")
+                .body(Body::empty())
+                .unwrap(),
+            "guess",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Health and agent endpoints need no token (agents sign with HMAC).
+    let (status, _) = send(
+        &f.state,
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // An operator ingests; a viewer reads but cannot ack; the operator can.
+    let (status, body) = send(
+        &f.state,
+        with_token(
+            json_req("POST", "/api/v1/ingest/events", hardware("hw-1", "firing")),
+            "operator-secret",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, list) = send(
+        &f.state,
+        with_token(
+            Request::get("/api/v1/incidents")
+                .body(Body::empty())
+                .unwrap(),
+            "viewer-secret",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = list["incidents"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = send(&f.state, with_token(ack(&id), "viewer-secret")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    let (status, body) = send(&f.state, with_token(ack(&id), "operator-secret")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "acknowledged");
+
+    // The kill switch is the admin's: an operator gets 403, the admin flips it.
+    let flip = || {
+        json_req(
+            "POST",
+            "/api/v1/automation/kill-switch",
+            serde_json::json!({"on": true, "reason": "drill"}),
+        )
+    };
+    let (status, _) = send(&f.state, with_token(flip(), "operator-secret")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = send(&f.state, with_token(flip(), "admin-secret")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["on"], true);
+
+    // The audit log names the tokens, not what the body claimed.
+    let (_, audit) = send(
+        &f.state,
+        with_token(
+            Request::get("/api/v1/audit").body(Body::empty()).unwrap(),
+            "viewer-secret",
+        ),
+    )
+    .await;
+    let actors: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        actors.contains(&("incident.ack".into(), "oncall-sre".into())),
+        "{actors:?}"
+    );
+    assert!(
+        actors.contains(&("automation.kill_switch.on".into(), "head-of-ops".into())),
+        "{actors:?}"
     );
 }
