@@ -956,8 +956,14 @@ playbooks_dir: pb
         ))
         .unwrap_err();
         let all = err.to_string();
-        assert!(all.contains(":11:") && all.contains("role must be viewer, operator or admin"), "{all}");
-        assert!(all.contains(":12:") && all.contains("sha256 must be 64 hex digits"), "{all}");
+        assert!(
+            all.contains(":11:") && all.contains("role must be viewer, operator or admin"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":12:") && all.contains("sha256 must be 64 hex digits"),
+            "{all}"
+        );
         // Good tokens on any address.
         let cfg = load_text(format!(
             "{base}listen: 0.0.0.0:9470\napi:\n  tokens:\n    - {{name: ops, role: operator, sha256: {sha}}}\n"

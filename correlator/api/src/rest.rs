@@ -485,6 +485,10 @@ pub struct PlanRequest {
 pub struct PlanView {
     pub text: String,
     pub plan: Value,
+    /// Set when a mutating step cannot say exactly what it would do: such a
+    /// playbook is refused in dry-run mode.
+    #[serde(default)]
+    pub refusal: Option<String>,
 }
 
 /// `POST /api/v1/playbooks/reload`.

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use fincorp_api::rest::RunState;
 use fincorpctl::chaos::{self, SpikeOptions};
-use fincorpctl::client::Client;
+use fincorpctl::client::{ApiFailure, Client, RunQuery};
 
-/// Operate FINCORP AI Operator: incidents, playbooks, and the chaos simulator.
+/// Operate FINCORP AI Operator: incidents, playbooks and their runs, the
+/// automation guardrails, silences, the audit log, and the chaos simulator.
 #[derive(Debug, Parser)]
 #[command(name = "fincorpctl", version)]
 struct Cli {
@@ -22,8 +24,26 @@ struct Cli {
         default_value = "http://127.0.0.1:9470"
     )]
     url: String,
+    /// A file holding the API bearer token (for a correlator with
+    /// `api.tokens`). Or set FINCORP_TOKEN; never pass a token as an argument.
+    #[arg(long, global = true, env = "FINCORP_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The API token: `--token-file`, else the FINCORP_TOKEN variable.
+fn token(cli: &Cli) -> anyhow::Result<Option<fincorp_api::config::Secret>> {
+    use anyhow::Context;
+    if let Some(path) = &cli.token_file {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        return Ok(Some(fincorp_api::config::Secret::new(bytes)));
+    }
+    Ok(std::env::var("FINCORP_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(fincorp_api::config::Secret::new))
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,9 +51,15 @@ enum Command {
     /// List and inspect incidents.
     #[command(subcommand)]
     Incidents(IncidentsCmd),
-    /// Validate playbooks.
+    /// Validate and dry-run playbooks; list and reload the loaded ones.
     #[command(subcommand)]
     Playbook(PlaybookCmd),
+    /// Playbook runs: list, show, approve, reject.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// The automation guardrails: status, kill switch, circuit breakers.
+    #[command(subcommand)]
+    Automation(AutomationCmd),
     /// Silences and maintenance windows.
     #[command(subcommand)]
     Silences(SilencesCmd),
@@ -43,6 +69,113 @@ enum Command {
     /// Rehearse failures for real.
     #[command(subcommand)]
     Chaos(ChaosCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCmd {
+    /// List runs, newest first.
+    List {
+        /// Only the runs of this incident.
+        #[arg(long)]
+        incident: Option<String>,
+        /// Only the runs of this playbook.
+        #[arg(long)]
+        playbook: Option<String>,
+        /// Only runs in this state (pending, running, awaiting_approval,
+        /// succeeded, failed, rolled_back, blocked, stopped, interrupted,
+        /// rejected, expired, planned).
+        #[arg(long, value_parser = run_state)]
+        state: Option<String>,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: its steps (action, phase, state, attempts, error) and
+    /// the approval it waits for.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a run that waits for an operator: it goes on.
+    Approve(DecisionArgs),
+    /// Reject a run that waits for an operator: nothing is done.
+    Reject(DecisionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DecisionArgs {
+    id: String,
+    /// Who decides (default: the USER environment variable).
+    #[arg(long, env = "USER", value_parser = who)]
+    by: String,
+    /// Why, recorded in the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AutomationCmd {
+    /// The kill switch, tripped breakers (with reason and escalation),
+    /// active runs and loaded playbooks.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop all automation at once, or let it run again (audited).
+    #[command(subcommand)]
+    KillSwitch(KillSwitchCmd),
+    /// Circuit breakers tripped by a budget or the causal depth limit.
+    #[command(subcommand)]
+    Breaker(BreakerCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum KillSwitchCmd {
+    /// No run starts; running runs stop before their next step.
+    On(SwitchArgs),
+    /// Automation runs again.
+    Off(SwitchArgs),
+    /// Whether the kill switch is on, since when, by whom and why.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SwitchArgs {
+    /// Who flips it (default: the USER environment variable).
+    #[arg(long, env = "USER", value_parser = who)]
+    by: String,
+    /// Why, recorded in the audit log.
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakerCmd {
+    /// Reset a tripped breaker so the runs it covers may start again. KEY is
+    /// as `automation status` shows it: `fleet`, `playbook:NAME` or
+    /// `playbook:NAME@HOST/APP`.
+    Reset {
+        key: String,
+        /// Who resets it (default: the USER environment variable).
+        #[arg(long, env = "USER", value_parser = who)]
+        by: String,
+        /// Why, recorded in the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,13 +201,13 @@ enum SilencesCmd {
         #[arg(long)]
         comment: String,
         /// Who is silencing.
-        #[arg(long, env = "USER")]
+        #[arg(long, env = "USER", value_parser = who)]
         by: String,
     },
     /// End a silence now.
     Expire {
         id: String,
-        #[arg(long, env = "USER")]
+        #[arg(long, env = "USER", value_parser = who)]
         by: String,
     },
 }
@@ -123,16 +256,51 @@ struct ActionArgs {
     #[arg(long)]
     reason: String,
     /// Who is acting.
-    #[arg(long, env = "USER")]
+    #[arg(long, env = "USER", value_parser = who)]
     by: String,
 }
 
 #[derive(Debug, Subcommand)]
 enum PlaybookCmd {
-    /// Report every problem of every file at once (file:line:col); exit 64 on errors.
+    /// Report every problem (errors and warnings) of every file or directory
+    /// at once, as file:line:col with the key path; exit 64 on errors.
     Validate {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Print what the playbook in FILE would do, step by step, with the exact
+    /// requests, executing nothing: offline against a sample incident
+    /// (`--sample`), or by the correlator against a stored incident
+    /// (`--incident`; the correlator plans the playbook of that name it has
+    /// loaded, so reload it after editing FILE). Exit 64 when FILE is
+    /// invalid, 1 when a mutating step cannot be planned.
+    #[command(group(clap::ArgGroup::new("against").required(true).args(["sample", "incident"])))]
+    Plan {
+        file: PathBuf,
+        /// Plan offline against the sample incident fc-sample-1 (a critical
+        /// cpu_high on hft-ny-01).
+        #[arg(long)]
+        sample: bool,
+        /// The sample incident's app [default: the trigger's first app].
+        #[arg(long, conflicts_with = "incident")]
+        app: Option<String>,
+        /// Ask the correlator to plan against this incident.
+        #[arg(long, value_name = "ID")]
+        incident: Option<String>,
+        /// Print `{"text": ..., "plan": ...}` instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The playbooks the correlator has loaded.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the correlator reload its playbooks directory; on any error it
+    /// keeps the loaded ones and the diagnostics are printed (exit 64).
+    Reload {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -190,10 +358,202 @@ enum ChaosCmd {
     },
 }
 
+/// Exit code for an invalid playbook (SPEC §4).
+const INVALID: u8 = 64;
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn playbook(client: &Client, cmd: PlaybookCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PlaybookCmd::Validate { .. } => unreachable!("handled before the runtime starts"),
+        PlaybookCmd::Plan {
+            file,
+            sample: _,
+            app,
+            incident,
+            json,
+        } => {
+            let loaded = match fincorp_playbooks::load_file(&file) {
+                Ok(l) => l,
+                Err(d) => {
+                    eprintln!("{d}");
+                    eprintln!(
+                        "fincorpctl: {} is not a valid playbook: nothing planned",
+                        file.display()
+                    );
+                    return Ok(ExitCode::from(INVALID));
+                }
+            };
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            let outcome = match incident {
+                Some(id) => {
+                    let view = client.plan(&loaded.playbook.name, &id).await?;
+                    let refusal = fincorpctl::playbook::refusal_of(&view.plan);
+                    fincorpctl::playbook::PlanOutcome { view, refusal }
+                }
+                None => fincorpctl::playbook::plan_sample(&loaded.playbook, app.as_deref()),
+            };
+            if json {
+                print_json(&outcome.view)?;
+            } else {
+                print!("{}", outcome.view.text);
+            }
+            if let Some(refusal) = outcome.refusal {
+                eprintln!("fincorpctl: {refusal}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        PlaybookCmd::List { json } => {
+            let list = client.playbooks().await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                print!("{}", fincorpctl::playbook::list(&list));
+            }
+        }
+        PlaybookCmd::Reload { json } => match client.reload_playbooks().await {
+            Ok(view) if json => print_json(&view)?,
+            Ok(view) => print!("{}", fincorpctl::playbook::reloaded(&view)),
+            Err(e) => match e.downcast_ref::<ApiFailure>() {
+                Some(f) if f.status == 400 => {
+                    eprintln!("{}", f.message);
+                    return Ok(ExitCode::from(INVALID));
+                }
+                _ => return Err(e),
+            },
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(client: &Client, cmd: RunsCmd) -> anyhow::Result<()> {
+    match cmd {
+        RunsCmd::List {
+            incident,
+            playbook,
+            state,
+            limit,
+            json,
+        } => {
+            let query = RunQuery {
+                incident_id: incident,
+                playbook,
+                state,
+                limit: Some(limit),
+            };
+            let list = client.runs(&query).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                print!("{}", fincorpctl::runs::table(&list.runs));
+            }
+        }
+        RunsCmd::Show { id, json } => {
+            let run = client.run(&id).await?;
+            if json {
+                print_json(&run)?;
+            } else {
+                print!("{}", fincorpctl::runs::detail(&run));
+            }
+        }
+        RunsCmd::Approve(d) => decide(client, true, d).await?,
+        RunsCmd::Reject(d) => decide(client, false, d).await?,
+    }
+    Ok(())
+}
+
+/// Records the decision, then waits a little for the run to act on it so
+/// the state printed is the one it moved to.
+async fn decide(client: &Client, approve: bool, d: DecisionArgs) -> anyhow::Result<()> {
+    let mut run = client.decide(&d.id, approve, &d.by, &d.reason).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while run.state == RunState::AwaitingApproval && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        run = client.run(&d.id).await?;
+    }
+    if d.json {
+        return print_json(&run);
+    }
+    let verb = if approve { "approved" } else { "rejected" };
+    if run.state == RunState::AwaitingApproval {
+        println!("run {} {verb} by {}; it has not moved on yet", run.id, d.by);
+    } else {
+        println!("run {} {verb} by {}; it is now {}", run.id, d.by, run.state);
+    }
+    Ok(())
+}
+
+async fn automation(client: &Client, cmd: AutomationCmd) -> anyhow::Result<()> {
+    match cmd {
+        AutomationCmd::Status { json } => {
+            let status = client.automation().await?;
+            if json {
+                print_json(&status)?;
+            } else {
+                print!("{}", fincorpctl::automation::status(&status));
+            }
+        }
+        AutomationCmd::KillSwitch(KillSwitchCmd::Status { json }) => {
+            let k = client.kill_switch().await?;
+            if json {
+                print_json(&k)?;
+            } else {
+                print!("{}", fincorpctl::automation::kill_switch(&k));
+            }
+        }
+        AutomationCmd::KillSwitch(cmd @ (KillSwitchCmd::On(_) | KillSwitchCmd::Off(_))) => {
+            let (on, a) = match cmd {
+                KillSwitchCmd::On(a) => (true, a),
+                KillSwitchCmd::Off(a) => (false, a),
+                KillSwitchCmd::Status { .. } => unreachable!(),
+            };
+            let k = client.set_kill_switch(on, &a.by, &a.reason).await?;
+            if a.json {
+                print_json(&k)?;
+            } else {
+                print!("{}", fincorpctl::automation::kill_switch(&k));
+            }
+        }
+        AutomationCmd::Breaker(BreakerCmd::Reset {
+            key,
+            by,
+            reason,
+            json,
+        }) => {
+            let status = client.reset_breaker(&key, &by, &reason).await?;
+            if json {
+                print_json(&status)?;
+            } else {
+                println!("breaker {key} reset by {by}");
+                print!("{}", fincorpctl::automation::status(&status));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn action(client: &Client, op: &str, a: ActionArgs) -> anyhow::Result<()> {
     let d = client.incident_action(&a.id, op, &a.by, &a.reason).await?;
     println!("{} is now {}", d.incident.id, d.incident.state.as_str());
     Ok(())
+}
+
+/// Who acts (`--by`, default `$USER`): recorded in the audit log, so never blank.
+fn who(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("name who acts: pass --by or set USER".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn run_state(s: &str) -> Result<String, String> {
+    s.parse::<RunState>().map(|r| r.as_str().to_owned())
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -201,7 +561,18 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
+                && e.to_string().contains("--by <")
+            {
+                eprintln!("note: --by names who acts; it defaults to $USER, which is not set");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     if let Command::Chaos(ChaosCmd::Burn { app }) = &cli.command {
         return match chaos::burner::burn(app) {
             Ok(()) => ExitCode::SUCCESS,
@@ -212,12 +583,12 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Playbook(PlaybookCmd::Validate { paths }) = &cli.command {
-        let (report, ok) = fincorpctl::playbook::validate(paths);
-        print!("{report}");
-        return if ok {
+        let v = fincorpctl::playbook::validate(paths);
+        print!("{}", v.report);
+        return if v.ok() {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(64)
+            ExitCode::from(INVALID)
         };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -241,7 +612,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&cli.url);
+    let token = token(&cli)?;
+    let client = Client::new(&cli.url).with_token(token.clone());
     match cli.command {
         Command::Incidents(IncidentsCmd::List {
             state,
@@ -354,6 +726,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hold,
                 threshold_pct: threshold,
                 correlator: (!no_watch).then(|| cli.url.clone()),
+                token: token.clone(),
                 wait_resolve,
                 seed,
                 json,
@@ -365,7 +738,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Playbook(_) | Command::Chaos(ChaosCmd::Burn { .. }) => {
+        Command::Playbook(cmd) => return playbook(&client, cmd).await,
+        Command::Runs(cmd) => runs(&client, cmd).await?,
+        Command::Automation(cmd) => automation(&client, cmd).await?,
+        Command::Chaos(ChaosCmd::Burn { .. }) => {
             unreachable!("handled before the runtime starts")
         }
     }

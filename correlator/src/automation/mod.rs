@@ -395,6 +395,7 @@ impl Automation {
         Ok(PlanView {
             text: plan::render_text(&plan),
             plan: serde_json::to_value(&plan).unwrap_or(Value::Null),
+            refusal: plan::dry_run_refusal(&plan).map(|e| e.to_string()),
         })
     }
 
@@ -499,6 +500,12 @@ impl Automation {
                 };
                 record.insert("servicenow".into(), outcome);
             }
+        }
+        if record.is_empty() {
+            record.insert(
+                "none".into(),
+                json!("no escalation webhook or ServiceNow configured: only the log and the audit log record this"),
+            );
         }
         let record = Value::Object(record);
         tracing::warn!(breaker = %breaker.key, escalation = %record, "breaker tripped and escalated");

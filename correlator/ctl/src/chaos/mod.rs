@@ -47,6 +47,8 @@ pub struct SpikeOptions {
     pub threshold_pct: f64,
     /// The correlator to watch; `None` runs the spike unobserved.
     pub correlator: Option<String>,
+    /// The API token for it, if it has `api.tokens`.
+    pub token: Option<fincorp_api::config::Secret>,
     /// How long to wait for the incident to resolve after the spike ends.
     pub wait_resolve: Duration,
     pub seed: Option<u64>,

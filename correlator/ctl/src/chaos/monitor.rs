@@ -25,7 +25,10 @@ pub(super) async fn watch(
     tx: mpsc::Sender<(i64, Event)>,
     resolved: watch::Sender<bool>,
 ) {
-    let client = opts.correlator.as_deref().map(Client::new);
+    let client = opts
+        .correlator
+        .as_deref()
+        .map(|url| Client::new(url).with_token(opts.token.clone()));
     let mut seen: HashSet<String> = HashSet::new();
     let mut last_usage = (
         tokio::time::Instant::now(),
