@@ -50,6 +50,7 @@ use crate::config::AgentConfig;
 use crate::governor::Governor;
 use crate::metrics::{Snapshot, Telemetry};
 use crate::rules::RuleEngine;
+use crate::ship::samples::SampleBuffer;
 use crate::ship::spool::DiskSpool;
 use crate::ship::{BatchQueue, Outbox, Pushed, QueuedBatch};
 
@@ -271,6 +272,8 @@ pub async fn run_agent(
     let mut first_tick = true;
     let mut last_batch: Option<Instant> = None;
     let mut pending: Vec<AlertEvent> = Vec::new();
+    // Every sample since the last batch goes out with the next one.
+    let mut unsent = SampleBuffer::default();
     let mut clock = TickClock::default();
     notify::ready(&format!(
         "sampling {} apps every {interval:?}",
@@ -419,6 +422,13 @@ pub async fn run_agent(
         if std::mem::take(&mut first_tick) && pending.is_empty() {
             continue;
         }
+        let dropped_before = unsent.dropped();
+        unsent.push(sample);
+        if unsent.dropped() > dropped_before {
+            telemetry
+                .samples_dropped
+                .fetch_add(unsent.dropped() - dropped_before, Ordering::Relaxed);
+        }
         let heartbeat_due = last_batch.is_none_or(|t| t.elapsed() >= config.heartbeat_interval);
         if pending.is_empty() && !heartbeat_due {
             continue;
@@ -433,7 +443,7 @@ pub async fn run_agent(
             seq: outbox.next_seq(),
             sent_at_ms: fincorp_api::now_ms(),
             events,
-            samples: vec![sample],
+            samples: unsent.take(),
         };
         let queued = match QueuedBatch::encode(&batch) {
             Ok(q) => q,

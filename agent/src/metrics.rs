@@ -52,6 +52,9 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Telemetry {
     pub samples: AtomicU64,
+    /// Samples never sent: more were taken between two batches than one
+    /// batch carries (`ship::samples::MAX_SAMPLES_PER_BATCH`).
+    pub samples_dropped: AtomicU64,
     pub last_sample_ns: AtomicU64,
     pub events_firing: AtomicU64,
     pub events_resolved: AtomicU64,
@@ -79,6 +82,7 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self {
             samples: AtomicU64::new(0),
+            samples_dropped: AtomicU64::new(0),
             last_sample_ns: AtomicU64::new(0),
             events_firing: AtomicU64::new(0),
             events_resolved: AtomicU64::new(0),
@@ -244,6 +248,12 @@ impl Collector for AgentCollector {
             "fincorp_agent_samples_total",
             "Sampling passes completed.",
             load(&t.samples),
+        )?;
+        counter(
+            &mut e,
+            "fincorp_agent_samples_dropped_total",
+            "Samples never sent because more were taken between two batches than one batch carries (60).",
+            load(&t.samples_dropped),
         )?;
         gauge(
             &mut e,

@@ -7,6 +7,7 @@
 //! a 4xx that will never change. Every event carries an id, so a resend after
 //! a lost answer or a crash is harmless: the correlator stores each id once.
 
+pub mod samples;
 pub mod spool;
 
 use std::collections::VecDeque;

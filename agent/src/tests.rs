@@ -67,9 +67,23 @@ apps:
             .any(|e| e.status == AlertStatus::Firing)
     };
     let ok = mock.wait_until(Duration::from_secs(20), fired).await;
+    // Then a quiet heartbeat or two: they carry the samples in between.
+    let carried = mock
+        .wait_until(Duration::from_secs(20), |m| {
+            m.batches().iter().any(|b| b.samples.len() >= 2)
+        })
+        .await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(ok, "no firing event: {:#?}", mock.batches());
+    assert!(
+        carried,
+        "no batch carried more than one sample: {:?}",
+        mock.batches()
+            .iter()
+            .map(|b| b.samples.len())
+            .collect::<Vec<_>>()
+    );
 
     let resolved = |m: &MockCorrelator| {
         m.batches()
@@ -101,9 +115,32 @@ apps:
         (1..=seqs.len() as u64).collect::<Vec<_>>(),
         "in order, none lost"
     );
-    assert!(batches.iter().all(|b| b.agent.host == "test-host"
-        && b.agent.version == VERSION
-        && b.samples.len() == 1));
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.agent.host == "test-host" && b.agent.version == VERSION)
+    );
+    // Every sample goes out once, in order: a batch carries all the samples
+    // taken since the previous one (heartbeat 400 ms, samples every 200 ms).
+    let at: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.samples.iter().map(|s| s.at_ms))
+        .collect();
+    assert!(
+        batches.iter().all(|b| !b.samples.is_empty()),
+        "{batches:#?}"
+    );
+    assert!(
+        at.windows(2)
+            .all(|w| w[1] > w[0] && (w[1] - w[0]) % 200 == 0),
+        "strictly increasing, one or more sampling intervals apart: {at:?}"
+    );
+    let span = (at[at.len() - 1] - at[0]) / 200 + 1;
+    assert!(
+        at.len() as i64 * 4 >= span * 3,
+        "{} of the {span} sampling ticks between the first and last sample were shipped (one per heartbeat would be half)",
+        at.len()
+    );
 
     let events: Vec<_> = batches.iter().flat_map(|b| b.events.clone()).collect();
     let firing = events

@@ -12,6 +12,7 @@ use fincorp_api::yaml::{Diagnostics, Document};
 use fincorp_integrations::servicenow::{
     FieldMapping, OAuthConfig, ServiceNowConfig, ServiceNowOptions,
 };
+use fincorp_integrations::vsphere::VsphereConfig;
 use fincorp_playbooks::Playbook;
 use serde::Deserialize;
 
@@ -41,6 +42,10 @@ struct RawConfig {
     secrets: std::collections::BTreeMap<String, SecretRef>,
     #[serde(default)]
     api: RawApi,
+    /// Predictive analytics: forecasts and anomaly detection (every key has
+    /// a default; see `fincorp_predict::Config`).
+    #[serde(default)]
+    predict: fincorp_predict::Config,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +53,16 @@ struct RawConfig {
 struct RawApi {
     #[serde(default)]
     tokens: Vec<RawToken>,
+    /// Serve HTTPS with these PEM files (relative to this file).
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +222,22 @@ struct RawAlertmanager {
 #[serde(deny_unknown_fields)]
 struct RawIntegrations {
     servicenow: Option<RawServiceNow>,
+    vsphere: Option<RawVsphere>,
+}
+
+/// vCenter, for `vsphere.reallocate` and `failover`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVsphere {
+    url: String,
+    username: String,
+    password: SecretRef,
+    #[serde(default = "default_vsphere_timeout")]
+    timeout: Duration,
+}
+
+fn default_vsphere_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +281,8 @@ pub struct Config {
     pub playbooks_dir: PathBuf,
     pub playbooks: Vec<Playbook>,
     pub servicenow: Option<ServiceNow>,
+    /// vCenter (`integrations.vsphere`).
+    pub vsphere: Option<VsphereConfig>,
     pub automation: Automation,
     /// Secrets by name, for playbook templates.
     pub secrets: Secrets,
@@ -257,6 +290,10 @@ pub struct Config {
     pub playbook_warnings: Vec<fincorp_api::yaml::Diagnostic>,
     /// API bearer tokens; empty: the API is open (loopback only).
     pub tokens: Vec<crate::api::auth::Token>,
+    /// Predictive analytics (`predict:`), validated; read at start only.
+    pub predict: fincorp_predict::Config,
+    /// HTTPS: the certificate chain and key (PEM), checked at load.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -413,6 +450,11 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         .servicenow
         .as_ref()
         .and_then(|sn| servicenow(doc, &base, sn, &mut errors));
+    let vsphere = raw
+        .integrations
+        .vsphere
+        .as_ref()
+        .and_then(|vc| vsphere(doc, &base, vc, &mut errors));
 
     let mut secrets = Secrets::new();
     for (name, r) in &raw.secrets {
@@ -425,6 +467,21 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
     }
     let automation = automation(doc, &raw.automation, &mut errors);
     let tokens = api_tokens(doc, &raw.api, &mut errors);
+    if let Err(problems) = raw.predict.validate() {
+        for p in problems {
+            errors.push(doc.error(&format!("predict.{}", p.key_path), p.message));
+        }
+    }
+    let tls = raw.api.tls.as_ref().and_then(|t| {
+        let (cert, key) = (relative_to(&base, &t.cert), relative_to(&base, &t.key));
+        match crate::tls::acceptor(&cert, &key) {
+            Ok(_) => Some((cert, key)),
+            Err(e) => {
+                errors.push(doc.error("api.tls", format!("{e:#}")));
+                None
+            }
+        }
+    });
     if let Some(addr) = listen {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             errors.push(doc.error(
@@ -464,10 +521,13 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
         playbooks_dir,
         playbooks,
         servicenow,
+        vsphere,
         automation,
         secrets,
         playbook_warnings,
         tokens,
+        tls,
+        predict: raw.predict,
     })
 }
 
@@ -546,6 +606,48 @@ fn automation(
     }
     out.escalation_servicenow = raw.escalation.servicenow;
     out
+}
+
+/// The `integrations.vsphere` section.
+fn vsphere(
+    doc: &Document,
+    base: &Path,
+    vc: &RawVsphere,
+    errors: &mut Vec<fincorp_api::yaml::Diagnostic>,
+) -> Option<VsphereConfig> {
+    let at = |key: &str| format!("integrations.vsphere.{key}");
+    let before = errors.len();
+    if !(vc.url.starts_with("https://") || vc.url.starts_with("http://")) {
+        errors.push(doc.error(
+            &at("url"),
+            "url must start with https:// (or http:// for a local simulator)",
+        ));
+    }
+    if vc.username.trim().is_empty() {
+        errors.push(doc.error(&at("username"), "username must not be empty"));
+    } else if vc.username.contains(':') {
+        errors.push(doc.error(
+            &at("username"),
+            "username must not contain ':' (it is sent with basic auth)",
+        ));
+    }
+    if vc.timeout.0.is_zero() {
+        errors.push(doc.error(&at("timeout"), "timeout must be above 0"));
+    }
+    let password = vc
+        .password
+        .resolve(base)
+        .map_err(|e| errors.push(doc.error(&at("password"), e)))
+        .ok();
+    if errors.len() > before {
+        return None;
+    }
+    Some(VsphereConfig {
+        url: vc.url.trim_end_matches('/').to_owned(),
+        username: vc.username.clone(),
+        password: password?,
+        timeout: vc.timeout.0,
+    })
 }
 
 /// The `integrations.servicenow` section.
@@ -826,10 +928,12 @@ mod tests {
     fn with_file_secrets(text: &str, dir: &Path) -> String {
         std::fs::write(dir.join("agent.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
         std::fs::write(dir.join("sn.pass"), "sim-password\n").unwrap();
+        std::fs::write(dir.join("vc.pass"), "vc-sim-password\n").unwrap();
         let topology = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../packaging/etc/fincorp/topology.yaml");
         text.replace("{ env: FINCORP_AGENT_KEY }", "{ file: agent.key }")
             .replace("{ env: FINCORP_SERVICENOW_PASSWORD }", "{ file: sn.pass }")
+            .replace("{ env: FINCORP_VSPHERE_PASSWORD }", "{ file: vc.pass }")
             .replace(
                 "topology: topology.yaml",
                 &format!("topology: {}", topology.display()),
@@ -868,6 +972,31 @@ mod tests {
                 .contains(&"FINCORP-APP-CORE".to_string())
         );
         assert!(cfg.servicenow.is_some());
+        let vc = cfg
+            .vsphere
+            .as_ref()
+            .expect("the example configures vSphere");
+        assert_eq!(
+            (vc.url.as_str(), vc.username.as_str()),
+            ("http://127.0.0.1:9473", "fincorp-automation@vsphere.local")
+        );
+        assert_eq!(vc.password.expose_str().unwrap(), "vc-sim-password");
+        assert_eq!(vc.timeout, std::time::Duration::from_secs(30));
+        assert!(
+            cfg.playbooks
+                .iter()
+                .any(|p| p.name == "core-failover-london")
+        );
+        assert!(cfg.predict.enabled);
+        let cpu = cfg
+            .predict
+            .metric("FINCORP-APP-TRANSPROC", fincorp_predict::Metric::Cpu);
+        assert_eq!((cpu.threshold, cpu.horizon_ms), (Some(80.0), 300_000));
+        assert!(
+            cfg.playbooks
+                .iter()
+                .any(|p| p.name == "transproc-cpu-prediction")
+        );
     }
 
     #[test]
@@ -977,6 +1106,73 @@ playbooks_dir: pb
     }
 
     #[test]
+    fn vsphere_problems_are_reported_where_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("agent.key"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("pb")).unwrap();
+        let text = "\
+version: 1
+listen: 127.0.0.1:9470
+state_dir: state
+agent_auth:
+  keys:
+    - id: fleet
+      secret: { file: agent.key }
+playbooks_dir: pb
+integrations:
+  vsphere:
+    url: vcenter.ny.fincorp.example
+    username: 'domain:svc'
+    password: { env: FINCORP_TEST_NO_SUCH_VC_PASSWORD }
+    timeout: 0s
+    insecure: true
+";
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, text).unwrap();
+        let all = load(&file, &Overrides::default()).unwrap_err().to_string();
+        let f = file.display();
+        assert!(
+            all.contains(&format!("{f}:15:5: error: unknown field `insecure`")),
+            "unknown keys are errors: {all}"
+        );
+
+        let file = dir.path().join("c2.yaml");
+        std::fs::write(&file, text.replace("    insecure: true\n", "")).unwrap();
+        let err = load(&file, &Overrides::default()).unwrap_err();
+        let all = err.to_string();
+        let f = file.display();
+        for expected in [
+            format!("{f}:11:10: error: url must start with https://"),
+            format!("{f}:12:15: error: username must not contain ':'"),
+            format!(
+                "{f}:13:15: error: environment variable FINCORP_TEST_NO_SUCH_VC_PASSWORD is not set"
+            ),
+            format!("{f}:14:14: error: timeout must be above 0"),
+        ] {
+            assert!(all.contains(&expected), "{expected}\nin:\n{all}");
+        }
+        assert_eq!(err.0.len(), 4, "{all}");
+
+        let file = dir.path().join("c3.yaml");
+        std::fs::write(dir.path().join("vc.pass"), "pw\n").unwrap();
+        std::fs::write(
+            &file,
+            "version: 1\nlisten: 127.0.0.1:9470\nstate_dir: state\nagent_auth:\n  keys:\n    - id: fleet\n      secret: { file: agent.key }\nplaybooks_dir: pb\nintegrations:\n  vsphere:\n    url: https://vcenter.ny.fincorp.example/\n    username: fincorp-automation@vsphere.local\n    password: { file: vc.pass }\n",
+        )
+        .unwrap();
+        let cfg = load(&file, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+        let vc = cfg.vsphere.unwrap();
+        assert_eq!(vc.url, "https://vcenter.ny.fincorp.example");
+        assert_eq!(vc.password.expose_str().unwrap(), "pw", "trimmed");
+        assert_eq!(vc.timeout, std::time::Duration::from_secs(30), "default");
+        assert!(cfg.servicenow.is_none());
+    }
+
+    #[test]
     fn servicenow_oauth_and_field_mapping_are_checked_where_they_are_written() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -1021,6 +1217,74 @@ integrations:
             all.contains(&format!("{f}:19:35: error: state is set by FINCORP or the instance and cannot be mapped (at integrations.servicenow.fields.apps.FINCORP-APP-HFT.state)")),
             "{all}"
         );
+    }
+
+    #[test]
+    fn predict_problems_are_reported_where_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("agent.key"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("pb")).unwrap();
+        let head = "\
+version: 1
+listen: 127.0.0.1:9470
+state_dir: state
+agent_auth:
+  keys:
+    - id: fleet
+      secret: { file: agent.key }
+playbooks_dir: pb
+";
+        let text = format!(
+            "{head}predict:
+  forecast:
+    windows:
+      - 30s
+      - 2h
+    min_r2: 1.5
+  apps:
+    FINCORP-APP-CORE:
+      metrics:
+        rss_mb: {{ threshold: 6144, horizon: 0s }}
+"
+        );
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let err = load(&file, &Overrides::default()).unwrap_err();
+        let all = err.to_string();
+        let f = file.display();
+        for expected in [
+            format!(
+                "{f}:13:9: error: must be at least 3s and at most history.raw_retention (at predict.forecast.windows[1])"
+            ),
+            format!("{f}:14:13: error: must be between 0 and 1 (at predict.forecast.min_r2)"),
+            format!(
+                "{f}:18:45: error: must be at least 1s (at predict.apps.FINCORP-APP-CORE.metrics.rss_mb.horizon)"
+            ),
+        ] {
+            assert!(all.contains(&expected), "{expected}\nin:\n{all}");
+        }
+        assert_eq!(err.0.len(), 3, "{all}");
+
+        let file = dir.path().join("c2.yaml");
+        std::fs::write(&file, format!("{head}predict:\n  forcast: {{}}\n")).unwrap();
+        let all = load(&file, &Overrides::default()).unwrap_err().to_string();
+        assert!(
+            all.contains("unknown field `forcast`"),
+            "unknown keys are errors: {all}"
+        );
+
+        // Absent: on, with the defaults; `enabled: false` switches it off.
+        let file = dir.path().join("c3.yaml");
+        std::fs::write(&file, head).unwrap();
+        let cfg = load(&file, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.predict, fincorp_predict::Config::default());
+        std::fs::write(&file, format!("{head}predict:\n  enabled: false\n")).unwrap();
+        let cfg = load(&file, &Overrides::default()).unwrap_or_else(|d| panic!("{d}"));
+        assert!(!cfg.predict.enabled);
     }
 
     #[test]

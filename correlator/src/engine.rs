@@ -131,6 +131,15 @@ pub struct Ingested {
     pub runs: Vec<String>,
 }
 
+/// What one tick did.
+#[derive(Debug, Default)]
+pub struct Ticked {
+    /// Incidents that auto-resolved.
+    pub resolved: Vec<String>,
+    /// Runs their resolution decided, to start now that they are committed.
+    pub runs: Vec<String>,
+}
+
 /// Why an ingest request was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -275,21 +284,24 @@ impl Engine {
     }
 
     /// Applies the passage of time (auto-resolution, flapping, closing).
-    /// Returns the incidents it resolved.
-    pub fn tick(&self, now: UnixMs) -> Result<Vec<String>, StoreError> {
+    /// Returns the incidents it resolved and the runs their resolution
+    /// decided (to start now that they are committed).
+    pub fn tick(&self, now: UnixMs) -> Result<Ticked, StoreError> {
+        let playbooks = self.playbooks();
         let mut guard = lock(&self.writer);
         let effects = guard.core.tick(now);
-        let result = (|| -> Result<(), StoreError> {
+        let result = (|| -> Result<Vec<String>, StoreError> {
             let w = &mut *guard;
             w.dedup.expire(now);
             let prune = now - w.pruned_at_ms >= 60_000;
             if effects.is_empty() && !prune {
-                return Ok(());
+                return Ok(vec![]);
             }
             let tx = w.store.conn.transaction()?;
             for e in &effects {
                 store::apply(&tx, e, now)?;
             }
+            let runs = resolution_runs(&tx, &playbooks, &effects, now)?;
             if prune {
                 store::prune_events(&tx, now - w.dedup.window_ms())?;
             }
@@ -297,24 +309,30 @@ impl Engine {
             if prune {
                 w.pruned_at_ms = now;
             }
-            Ok(())
+            Ok(runs)
         })();
-        if let Err(e) = result {
-            guard.rebuild(&self.cfg)?;
-            return Err(e);
-        }
+        let runs = match result {
+            Ok(runs) => runs,
+            Err(e) => {
+                guard.rebuild(&self.cfg)?;
+                return Err(e);
+            }
+        };
         self.metrics.set_core_counts(
             guard.core.open_incidents().count(),
             guard.core.active_alerts(),
         );
         self.metrics.set_dedup_ids(guard.dedup.len());
-        Ok(effects
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::IncidentResolved { incident_id, .. } => Some(incident_id),
-                _ => None,
-            })
-            .collect())
+        Ok(Ticked {
+            resolved: effects
+                .into_iter()
+                .filter_map(|e| match e {
+                    Effect::IncidentResolved { incident_id, .. } => Some(incident_id),
+                    _ => None,
+                })
+                .collect(),
+            runs,
+        })
     }
 
     fn incident_state_in(conn: &Connection, id: &str) -> Result<Option<IncidentState>, StoreError> {
@@ -366,6 +384,7 @@ impl Engine {
     }
 
     /// An operator resolves an open incident, or closes a resolved one.
+    /// Returns the runs the resolution decided, to start.
     pub fn resolve_or_close(
         &self,
         id: &str,
@@ -373,7 +392,8 @@ impl Engine {
         by: &str,
         reason: &str,
         now: UnixMs,
-    ) -> Result<(), OpError> {
+    ) -> Result<Vec<String>, OpError> {
+        let playbooks = self.playbooks();
         let mut guard = lock(&self.writer);
         let Writer { store, core, .. } = &mut *guard;
         let state = Self::incident_state_in(&store.conn, id)?
@@ -389,7 +409,7 @@ impl Engine {
         } else {
             ("incident.resolve", "resolved")
         };
-        let result = (|| -> Result<(), StoreError> {
+        let result = (|| -> Result<Vec<String>, StoreError> {
             let tx = store.conn.transaction()?;
             for e in &effects {
                 store::apply(&tx, e, now)?;
@@ -403,17 +423,22 @@ impl Engine {
                 &json!({"by": by, "reason": reason}),
             )?;
             audit::append(&tx, by, action, id, &json!({"reason": reason}), now)?;
-            Ok(tx.commit()?)
+            let runs = resolution_runs(&tx, &playbooks, &effects, now)?;
+            tx.commit()?;
+            Ok(runs)
         })();
-        if let Err(e) = result {
-            guard.rebuild(&self.cfg)?;
-            return Err(e.into());
-        }
+        let runs = match result {
+            Ok(runs) => runs,
+            Err(e) => {
+                guard.rebuild(&self.cfg)?;
+                return Err(e.into());
+            }
+        };
         self.metrics.set_core_counts(
             guard.core.open_incidents().count(),
             guard.core.active_alerts(),
         );
-        Ok(())
+        Ok(runs)
     }
 
     /// Creates a silence.
@@ -620,6 +645,64 @@ fn write_loop(
     }
 }
 
+/// Runs decided by incidents resolving among `effects`: each playbook whose
+/// trigger takes `resolved` and matches one of the incident's alerts gets a
+/// run, triggered by (and targeting) the newest alert it matches.
+fn resolution_runs(
+    tx: &rusqlite::Transaction<'_>,
+    playbooks: &[Playbook],
+    effects: &[Effect],
+    now: UnixMs,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let on_resolved: Vec<&Playbook> = playbooks
+        .iter()
+        .filter(|pb| {
+            pb.trigger
+                .incident()
+                .is_some_and(|t| t.on.contains(&IncidentChange::Resolved))
+        })
+        .collect();
+    if on_resolved.is_empty() {
+        return Ok(out);
+    }
+    for effect in effects {
+        let Effect::IncidentResolved { incident_id, .. } = effect else {
+            continue;
+        };
+        let alerts = store::incident_alerts(tx, incident_id)?;
+        for pb in &on_resolved {
+            let trigger = pb.trigger.incident().expect("filtered above");
+            let Some(alert) = alerts.iter().find(|a| {
+                trigger.matches(&AlertFacts {
+                    name: &a.name,
+                    app: a.app.as_deref(),
+                    source: &a.source,
+                    severity: a.severity,
+                    change: IncidentChange::Resolved,
+                })
+            }) else {
+                continue;
+            };
+            let new = runs::NewRun {
+                id: format!("run-{}", fincorp_api::signing::random_hex(6)),
+                playbook: &pb.name,
+                incident_id: Some(incident_id),
+                scope: incident_id.clone(),
+                trigger: format!("incident:{}", IncidentChange::Resolved.as_str()),
+                alert: Some(alert),
+                target_host: Some(&alert.host),
+                target_app: alert.app.as_deref(),
+                dry_run: pb.guardrails.dry_run,
+            };
+            if let Some(id) = runs::insert(tx, &new, now)? {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn ingest_job(
     tx: &rusqlite::Transaction<'_>,
     core: &mut core::State,
@@ -699,6 +782,7 @@ fn ingest_job(
                 }
             }
         }
+        runs.extend(resolution_runs(tx, playbooks, &effects, now)?);
     }
     for (source, stored, dups) in tally {
         metrics.events(&source, stored, dups);
@@ -774,6 +858,133 @@ mod tests {
             out.push(format!("{table}: {rows:?}"));
         }
         out
+    }
+
+    /// A playbook from YAML, written to `dir`.
+    fn playbook(dir: &std::path::Path, name: &str, trigger: &str) -> Playbook {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\nname: {name}\ntrigger:\n{trigger}\nsteps:\n  - id: tell\n    action: notify\n    with:\n      url: http://127.0.0.1:9/hook\n"
+            ),
+        )
+        .unwrap();
+        fincorp_playbooks::load_file(&path)
+            .unwrap_or_else(|d| panic!("{d}"))
+            .playbook
+    }
+
+    fn runs_of(engine: &Engine, incident: &str) -> Vec<(String, String, Option<String>)> {
+        engine
+            .read(|c| runs::of_incident(c, incident))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.playbook, r.trigger, r.target_host))
+            .collect()
+    }
+
+    #[test]
+    fn a_resolved_incident_triggers_an_on_resolved_playbook_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let playbooks = vec![
+            playbook(
+                dir.path(),
+                "on-resolved",
+                "  alerts: [r1]\n  on: [resolved]",
+            ),
+            playbook(dir.path(), "on-opened", "  alerts: [r1]\n  on: [opened]"),
+            // Its filter matches none of the incident's alerts.
+            playbook(
+                dir.path(),
+                "other-app",
+                "  apps: [FINCORP-APP-CRM]\n  on: [resolved]",
+            ),
+        ];
+        let cfg = core::Config {
+            resolve_after_ms: 1_000,
+            ..core::Config::with_defaults()
+        };
+        let engine = Engine::open(
+            &dir.path().join("c.db"),
+            cfg,
+            Arc::new(playbooks),
+            3_600_000,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let submit = |alerts: Vec<Alert>, now| {
+            rt.block_on(engine.submit(alerts, now, Duration::from_secs(5)))
+                .unwrap()
+        };
+
+        // Opening it starts only the `opened` playbook.
+        let opened = submit(vec![alert(1, 1, 1, true)], 1_000);
+        assert_eq!(opened.runs.len(), 1);
+        let incident = engine.list_incidents(&IncidentFilter::default()).unwrap()[0]
+            .id
+            .clone();
+        // Its alert resolving does not resolve it yet (resolve_after).
+        let quiet = submit(vec![alert(2, 1, 1, false)], 2_000);
+        assert!(quiet.runs.is_empty());
+        let early = engine.tick(2_500).unwrap();
+        assert!(early.resolved.is_empty() && early.runs.is_empty());
+
+        // The tick that resolves it decides one run of `on-resolved`.
+        let ticked = engine.tick(3_100).unwrap();
+        assert_eq!(ticked.resolved, std::slice::from_ref(&incident));
+        assert_eq!(ticked.runs.len(), 1, "{ticked:?}");
+        // Later ticks decide nothing more.
+        for now in [3_600, 10_000] {
+            assert!(engine.tick(now).unwrap().runs.is_empty());
+        }
+        let runs = runs_of(&engine, &incident);
+        assert_eq!(
+            runs,
+            [
+                (
+                    "on-opened".into(),
+                    "incident:opened".into(),
+                    Some("h1".into())
+                ),
+                (
+                    "on-resolved".into(),
+                    "incident:resolved".into(),
+                    Some("h1".into())
+                ),
+            ]
+        );
+        let run = engine
+            .read(|c| runs::get(c, &ticked.runs[0]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.alert.as_ref().map(|a| a.name.as_str()), Some("r1"));
+        assert_eq!(run.scope, incident);
+
+        // An operator resolving another incident decides its run too, once.
+        submit(vec![alert(3, 2, 1, true)], 20_000);
+        let second = engine
+            .list_incidents(&IncidentFilter::default())
+            .unwrap()
+            .into_iter()
+            .find(|i| i.id != incident)
+            .unwrap()
+            .id;
+        let decided = engine
+            .resolve_or_close(&second, false, "alice", "fixed by hand", 20_500)
+            .unwrap();
+        assert_eq!(decided.len(), 1);
+        assert!(engine.tick(30_000).unwrap().runs.is_empty());
+        assert_eq!(
+            runs_of(&engine, &second)
+                .iter()
+                .filter(|r| r.1 == "incident:resolved")
+                .count(),
+            1
+        );
     }
 
     proptest! {

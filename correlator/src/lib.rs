@@ -12,11 +12,14 @@ pub mod automation;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod dashboard;
 pub mod engine;
 pub mod ingest;
 pub mod metrics;
+pub mod predict;
 pub mod samples;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fincorp_api::signing::Verifier;
 use fincorp_integrations::servicenow::ServiceNowClient;
+use fincorp_integrations::vsphere::VsphereClient;
 
 use crate::api::AppState;
 use crate::automation::{Automation, Setup};
@@ -60,6 +64,11 @@ pub async fn run(
         .map(|sn| ServiceNowClient::with_options(sn.config, sn.options))
         .transpose()
         .context("cannot set up the ServiceNow client")?;
+    let vsphere = cfg
+        .vsphere
+        .map(VsphereClient::new)
+        .transpose()
+        .context("cannot set up the vSphere client")?;
     let bus = Arc::new(CommandBus::new(cfg.keys.clone()));
     let samples = Arc::new(Samples::default());
     let automation = Automation::new(
@@ -67,14 +76,17 @@ pub async fn run(
         Setup {
             bus: bus.clone(),
             servicenow,
+            vsphere,
             samples: samples.clone(),
             settings: cfg.automation,
             secrets: cfg.secrets,
             playbooks_dir: cfg.playbooks_dir.clone(),
         },
     )?;
+    let predict = predict::Predict::new(cfg.predict, engine.metrics.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
+        predict: predict.clone(),
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(cfg.keys, cfg.max_skew_ms)),
         bus,
@@ -85,13 +97,19 @@ pub async fn run(
         shutdown: stop_rx,
     };
 
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr, db = %db.display(), playbooks = playbook_count, open_incidents = open, firing_alerts = firing,
-        "correlator listening on http://{addr}"
+        "correlator listening on {scheme}://{addr}"
     );
 
     // systemd (Type=notify): READY=1 once the API accepts connections,
@@ -144,22 +162,36 @@ pub async fn run(
     }
     let scheduler = automation.start_scheduler();
     let reloader = tokio::spawn(reload_on_sighup(automation.clone()));
-    let ticker = tokio::spawn(tick_loop(engine.clone()));
+    let ticker = tokio::spawn(tick_loop(engine.clone(), automation.clone()));
+    let predictor = predict.start(engine.clone(), automation.clone());
+    if predict.enabled() {
+        tracing::info!("predictive analytics on");
+    } else {
+        tracing::info!("predictive analytics off (predict.enabled: false)");
+    }
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            notify(&[
-                sd_notify::NotifyState::Stopping,
-                sd_notify::NotifyState::Status("stopping: finishing in-flight requests"),
-            ]);
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
-            let _ = began_tx.send(());
-        })
-        .into_future();
+    let on_shutdown = async move {
+        shutdown.await;
+        notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: finishing in-flight requests"),
+        ]);
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        let _ = began_tx.send(());
+    };
+    let app = api::router(state);
+    let server: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = match tls {
+        None => Box::pin(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(on_shutdown)
+                .await
+                .context("HTTP server failed")
+        }),
+        Some(acceptor) => Box::pin(tls::serve(listener, acceptor, app, on_shutdown)),
+    };
     let result = tokio::select! {
-        r = server => r.context("HTTP server failed"),
+        r = server => r,
         _ = async {
             if began_rx.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -172,6 +204,9 @@ pub async fn run(
         }
     };
     ticker.abort();
+    for task in predictor {
+        task.abort();
+    }
     scheduler.abort();
     reloader.abort();
     if let Some(watchdog) = watchdog {
@@ -180,16 +215,21 @@ pub async fn run(
     result
 }
 
-async fn tick_loop(engine: Arc<Engine>) {
+/// Makes the time-based decisions every [`TICK`], and starts the runs that
+/// incidents resolving decided.
+async fn tick_loop(engine: Arc<Engine>, automation: Arc<Automation>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         let engine = engine.clone();
         match tokio::task::spawn_blocking(move || engine.tick(fincorp_api::now_ms())).await {
-            Ok(Ok(resolved)) => {
-                for incident_id in resolved {
+            Ok(Ok(ticked)) => {
+                for incident_id in ticked.resolved {
                     tracing::info!(incident_id, "incident resolved");
+                }
+                for run_id in ticked.runs {
+                    automation.start(run_id);
                 }
             }
             Ok(Err(e)) => tracing::error!(error = %e, "tick failed"),

@@ -15,6 +15,26 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// `kind` (`predicted`, `anomaly`) and `status` (`firing`, `resolved`) of
+/// a predictor signal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub kind: String,
+    pub status: String,
+}
+
+/// `kind` of a predictor signal: `predicted` or `anomaly`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// `phase` of a training job: `forecast` or `anomaly`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: String,
@@ -35,6 +55,217 @@ pub struct Metrics {
     queue_depth: Gauge,
     dedup_ids: Gauge,
     agent_commands_waiting: Gauge,
+    /// The predictor's (`crate::predict`).
+    pub predict: PredictMetrics,
+}
+
+/// The predictor's metrics: its sizes and counters (from
+/// `fincorp_predict::Stats`, brought up to date at scrape time), the
+/// signals it raised, what was shed, and the time training takes.
+pub struct PredictMetrics {
+    enabled: Gauge,
+    samples: Counter,
+    samples_skewed: Counter,
+    units: Gauge,
+    series: Gauge,
+    history_bytes: Gauge,
+    reservoir_bytes: Gauge,
+    models: Gauge,
+    raised: Family<KindLabels, Gauge>,
+    forecast_evaluations: Counter,
+    forecast_fits: Counter,
+    anomaly_trainings: Counter,
+    signals: Family<SignalLabels, Counter>,
+    signals_dropped: Counter,
+    training_seconds: Family<PhaseLabels, Histogram>,
+    forecast_seconds_per_series: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The cumulative stats already exported, to add only what is new.
+    exported: std::sync::Mutex<fincorp_predict::Stats>,
+}
+
+fn training_histogram() -> Histogram {
+    // 50 µs .. ~6.5 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+impl PredictMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            enabled: Gauge::default(),
+            samples: Counter::default(),
+            samples_skewed: Counter::default(),
+            units: Gauge::default(),
+            series: Gauge::default(),
+            history_bytes: Gauge::default(),
+            reservoir_bytes: Gauge::default(),
+            models: Gauge::default(),
+            raised: Family::default(),
+            forecast_evaluations: Counter::default(),
+            forecast_fits: Counter::default(),
+            anomaly_trainings: Counter::default(),
+            signals: Family::default(),
+            signals_dropped: Counter::default(),
+            training_seconds: Family::new_with_constructor(training_histogram),
+            forecast_seconds_per_series: Gauge::default(),
+            exported: std::sync::Mutex::new(fincorp_predict::Stats::default()),
+        };
+        let r = registry;
+        r.register(
+            "predict_enabled",
+            "1 when predictive analytics is on (predict.enabled)",
+            m.enabled.clone(),
+        );
+        r.register(
+            "predict_samples",
+            "Agent host samples the predictor observed",
+            m.samples.clone(),
+        );
+        r.register(
+            "predict_samples_skewed",
+            "Samples dropped for a timestamp too far from the receive time (predict.history.max_clock_skew)",
+            m.samples_skewed.clone(),
+        );
+        r.register(
+            "predict_units",
+            "(host, app) pairs the predictor tracks",
+            m.units.clone(),
+        );
+        r.register(
+            "predict_series",
+            "(host, app, metric) series with history and forecasts",
+            m.series.clone(),
+        );
+        r.register(
+            "predict_history_bytes",
+            "Memory held by all series' history",
+            m.history_bytes.clone(),
+        );
+        r.register(
+            "predict_reservoir_bytes",
+            "Memory held by the anomaly models' training samples",
+            m.reservoir_bytes.clone(),
+        );
+        r.register(
+            "predict_models",
+            "Apps with a trained anomaly model",
+            m.models.clone(),
+        );
+        r.register(
+            "predict_raised",
+            "Predictions and anomalies raised now, by kind",
+            m.raised.clone(),
+        );
+        r.register(
+            "predict_forecast_evaluations",
+            "Series forecasts evaluated",
+            m.forecast_evaluations.clone(),
+        );
+        r.register(
+            "predict_forecast_fits",
+            "Regressions fitted (several windows per evaluation)",
+            m.forecast_fits.clone(),
+        );
+        r.register(
+            "predict_anomaly_trainings",
+            "Per-app k-means models trained",
+            m.anomaly_trainings.clone(),
+        );
+        r.register(
+            "predict_signals",
+            "Predictor signals turned into alerts, by kind and status",
+            m.signals.clone(),
+        );
+        r.register(
+            "predict_signals_dropped",
+            "Predictor signals lost: the signal queue was full or the ingest refused them",
+            m.signals_dropped.clone(),
+        );
+        r.register(
+            "predict_training_seconds",
+            "Time of each training job, by phase (forecast: all due series; anomaly: all due apps)",
+            m.training_seconds.clone(),
+        );
+        r.register(
+            "predict_forecast_seconds_per_series",
+            "Forecast time per series in the last training job",
+            m.forecast_seconds_per_series.clone(),
+        );
+        m
+    }
+
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.set(i64::from(on));
+    }
+
+    /// Brings the gauges and counters up to date with the predictor's stats.
+    pub fn export(&self, s: &fincorp_predict::Stats) {
+        let gauge = |g: &Gauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&self.units, s.units);
+        gauge(&self.series, s.series);
+        gauge(&self.history_bytes, s.history_bytes);
+        gauge(&self.reservoir_bytes, s.reservoir_bytes);
+        gauge(&self.models, s.models);
+        for (kind, n) in [
+            ("predicted", s.raised_predictions),
+            ("anomaly", s.raised_anomalies),
+        ] {
+            gauge(
+                &self.raised.get_or_create(&KindLabels { kind: kind.into() }),
+                n,
+            );
+        }
+        let mut old = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        let add = |c: &Counter, new: u64, old: u64| {
+            if new > old {
+                c.inc_by(new - old);
+            }
+        };
+        add(&self.samples, s.samples, old.samples);
+        add(&self.samples_skewed, s.dropped_skew, old.dropped_skew);
+        add(
+            &self.forecast_evaluations,
+            s.forecast_evaluations,
+            old.forecast_evaluations,
+        );
+        add(&self.forecast_fits, s.forecast_fits, old.forecast_fits);
+        add(
+            &self.anomaly_trainings,
+            s.anomaly_trainings,
+            old.anomaly_trainings,
+        );
+        *old = s.clone();
+    }
+
+    /// Counts one signal handed to the ingest path.
+    pub fn signal(&self, kind: &str, status: &str) {
+        self.signals
+            .get_or_create(&SignalLabels {
+                kind: kind.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn signals_dropped(&self, n: u64) {
+        self.signals_dropped.inc_by(n);
+    }
+
+    /// Records one training job's timing.
+    pub fn training(&self, t: &fincorp_predict::predictor::Timing) {
+        let phase = |p: &str| PhaseLabels { phase: p.into() };
+        if t.series > 0 {
+            self.training_seconds
+                .get_or_create(&phase("forecast"))
+                .observe(t.forecast.as_secs_f64());
+            self.forecast_seconds_per_series
+                .set(t.forecast.as_secs_f64() / t.series as f64);
+        }
+        if t.apps > 0 {
+            self.training_seconds
+                .get_or_create(&phase("anomaly"))
+                .observe(t.anomaly.as_secs_f64());
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -108,7 +339,9 @@ impl Metrics {
             "Commands queued for agents, not yet picked up",
             agent_commands_waiting.clone(),
         );
+        let predict = PredictMetrics::register(&mut registry);
         Self {
+            predict,
             registry,
             events,
             duplicates,

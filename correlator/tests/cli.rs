@@ -50,6 +50,7 @@ fn the_shipped_config_checks_ok() {
         .arg("--check-config")
         .env("FINCORP_AGENT_KEY", "0123456789abcdef0123456789abcdef")
         .env("FINCORP_SERVICENOW_PASSWORD", "pw")
+        .env("FINCORP_VSPHERE_PASSWORD", "pw")
         .output()
         .unwrap();
     assert!(
@@ -70,6 +71,7 @@ fn a_missing_secret_is_named_and_exits_64() {
         .arg("--check-config")
         .env_remove("FINCORP_AGENT_KEY")
         .env("FINCORP_SERVICENOW_PASSWORD", "pw")
+        .env("FINCORP_VSPHERE_PASSWORD", "pw")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -196,4 +198,132 @@ playbooks_dir: playbooks
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
+}
+
+/// With `api.tls`, the API is served over HTTPS with the configured
+/// certificate (a client trusting it gets 200 from /healthz) and plain HTTP
+/// on that port gets no answer; a key that does not match the certificate is
+/// refused by --check-config, naming the section.
+#[test]
+fn api_tls_serves_https_with_the_configured_certificate() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("api.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("api.key"), cert.key_pair.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("other.key"), other.key_pair.serialize_pem()).unwrap();
+    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let write_config = |key: &str| {
+        let config = dir.path().join("correlator.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 1
+listen: 127.0.0.1:{port}
+state_dir: state
+agent_auth:
+  keys:
+    - id: fleet
+      secret: {{ env: FINCORP_AGENT_KEY }}
+playbooks_dir: playbooks
+api:
+  tls:
+    cert: api.crt
+    key: {key}
+"
+            ),
+        )
+        .unwrap();
+        config
+    };
+    // A mismatched key: refused at check time.
+    let config = write_config("other.key");
+    let out = correlator()
+        .arg("--config")
+        .arg(&config)
+        .arg("--check-config")
+        .env("FINCORP_AGENT_KEY", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("api.tls") && stderr.contains("do not belong together"),
+        "{stderr}"
+    );
+
+    let config = write_config("api.key");
+    let log = dir.path().join("correlator.log");
+    let out_file = std::fs::File::create(&log).unwrap();
+    let mut child = correlator()
+        .arg("--config")
+        .arg(&config)
+        .env("FINCORP_AGENT_KEY", "0123456789abcdef0123456789abcdef")
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(out_file)
+        .spawn()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let https_get = || -> Option<String> {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(client.clone(), name).ok()?;
+        let mut tls = rustls::StreamOwned::new(conn, &mut tcp);
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer);
+        (!answer.is_empty()).then_some(answer)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        if let Some(a) = https_get() {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no HTTPS answer; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    // Plain HTTP on the TLS port: no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on https://"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole FINCORP stack on this host with the shipped example config
-# (packaging/etc/fincorp): the ServiceNow simulator, the correlator with its
-# SQLite database, and an agent for this host. The API listens on
+# (packaging/etc/fincorp): the ServiceNow and vCenter simulators (the latter
+# with the VMs of packaging/local/vsphere-inventory.yaml), the correlator
+# with its SQLite database, and an agent for this host. The API listens on
 # http://127.0.0.1:9470. Ctrl-C stops everything.
 #
 # State (database, generated secrets, logs) goes to ./.fincorp, or to
@@ -19,11 +20,12 @@ echo "building release binaries (first time takes a few minutes)..."
 
 mkdir -p "$state/secrets" "$state/correlator" "$state/agent"
 umask 077
-for name in agent-hmac.key servicenow.password; do
+for name in agent-hmac.key servicenow.password vsphere.password; do
     [ -s "$state/secrets/$name" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/secrets/$name"
 done
 export FINCORP_AGENT_KEY; FINCORP_AGENT_KEY=$(cat "$state/secrets/agent-hmac.key")
 export FINCORP_SERVICENOW_PASSWORD; FINCORP_SERVICENOW_PASSWORD=$(cat "$state/secrets/servicenow.password")
+export FINCORP_VSPHERE_PASSWORD; FINCORP_VSPHERE_PASSWORD=$(cat "$state/secrets/vsphere.password")
 
 pids=()
 cleanup() {
@@ -38,6 +40,11 @@ prefix() { sed -u "s/^/[$1] /"; }
 
 "$bin/fincorp-sim" servicenow --listen 127.0.0.1:9471 --username fincorp-operator \
     --password-env FINCORP_SERVICENOW_PASSWORD > >(prefix servicenow-sim) 2>&1 &
+pids+=($!)
+
+"$bin/fincorp-sim" vsphere --listen 127.0.0.1:9473 --username fincorp-automation@vsphere.local \
+    --password-env FINCORP_VSPHERE_PASSWORD --inventory "$root/packaging/local/vsphere-inventory.yaml" \
+    > >(prefix vsphere-sim) 2>&1 &
 pids+=($!)
 
 "$bin/fincorp-correlator" --config "$etc/correlator.yaml" --state-dir "$state/correlator" \
@@ -56,6 +63,7 @@ cat <<MSG
 FINCORP stack running:
   API          http://127.0.0.1:9470/api/v1/incidents
   ServiceNow   http://127.0.0.1:9471 (simulator; user fincorp-operator, password in $state/secrets)
+  vCenter      http://127.0.0.1:9473 (simulator; VMs at /sim/vms; core-ldn-01, CORE's London standby, is off)
   agent        http://127.0.0.1:9472/metrics (its own and this host's metrics)
   state        $state
 

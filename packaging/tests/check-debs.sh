@@ -238,7 +238,7 @@ for f in $correlator_conffiles; do
 done
 ok "dpkg records the $(wc -w <<<"$correlator_conffiles") correlator configs as conffiles"
 in_root /usr/bin/fincorpctl --version >/dev/null || fail "the installed fincorpctl does not run"
-out=$(in_root FINCORP_AGENT_KEY=$key FINCORP_SERVICENOW_PASSWORD=pw \
+out=$(in_root FINCORP_AGENT_KEY=$key FINCORP_SERVICENOW_PASSWORD=pw FINCORP_VSPHERE_PASSWORD=pw \
     /usr/bin/fincorp-correlator --config /etc/fincorp/correlator.yaml --check-config 2>&1) ||
     fail "the installed fincorp-correlator rejects the installed configs: $out"
 ok "installed fincorp-correlator --check-config accepts correlator.yaml, topology and playbooks: $out"

@@ -1,6 +1,8 @@
 //! Golden files: the validator's diagnostics for a corpus of broken (and
 //! risky) playbooks, one problem class per file in `test_data/validate`;
-//! the dry-run plan of every shipped playbook in `test_data/plans`; and the
+//! the dry-run plan of every shipped playbook in `test_data/plans` (against
+//! the sample HFT incident, or the playbook's own sample incident in
+//! `test_data/plans/NAME.sample.json` when it has one); and the
 //! checked-in JSON Schema in `schema/playbook.schema.json`. Run with
 //! `UPDATE_EXPECT=1` to rewrite them after a deliberate change, then review
 //! the diff.
@@ -94,6 +96,17 @@ fn every_shipped_playbook_loads_without_warnings_and_plans_as_recorded() {
             .map(String::as_str);
         let mut ctx = sample_context(&pb.name, app);
         ctx.vars = pb.vars.clone();
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let own = manifest().join(format!("test_data/plans/{name}.sample.json"));
+        if own.exists() {
+            // {"incident": {...}, "alert": {...}, "alerts": [...]}, as
+            // templates see them.
+            let sample: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&own).unwrap()).unwrap();
+            ctx.incident = serde_json::from_value(sample["incident"].clone()).unwrap();
+            ctx.alert = serde_json::from_value(sample["alert"].clone()).unwrap();
+            ctx.alerts = serde_json::from_value(sample["alerts"].clone()).unwrap();
+        }
         let scheduled = pb.trigger.incident().is_none();
         if scheduled {
             ctx.incident = None;
@@ -109,7 +122,6 @@ fn every_shipped_playbook_loads_without_warnings_and_plans_as_recorded() {
                 "fc-sample-1"
             },
         );
-        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         expect_test::expect_file![manifest().join(format!("test_data/plans/{name}.plan"))]
             .assert_eq(&render_text(&p));
         assert!(

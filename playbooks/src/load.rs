@@ -81,7 +81,7 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// Longest timeout a step may have.
-const MAX_STEP_TIMEOUT_MS: i64 = 3_600_000;
+pub(crate) const MAX_STEP_TIMEOUT_MS: i64 = 3_600_000;
 
 struct Checker<'a> {
     doc: &'a Document,
@@ -362,7 +362,7 @@ pub(crate) fn validate(doc: &Document, raw: RawPlaybook) -> Result<Loaded, Diagn
                     None => c.error(
                         &format!("trigger.on[{i}]"),
                         format!(
-                            "unknown incident change {name:?} (opened, alert_joined, reopened)"
+                            "unknown incident change {name:?} (opened, alert_joined, reopened, resolved)"
                         ),
                     ),
                 }

@@ -76,6 +76,9 @@ pub enum IncidentChange {
     AlertJoined,
     /// A matching alert reopened a resolved incident.
     Reopened,
+    /// The incident resolved (its alerts went quiet, or an operator
+    /// resolved it); the trigger is matched against the incident's alerts.
+    Resolved,
 }
 
 impl IncidentChange {
@@ -84,6 +87,7 @@ impl IncidentChange {
             IncidentChange::Opened => "opened",
             IncidentChange::AlertJoined => "alert_joined",
             IncidentChange::Reopened => "reopened",
+            IncidentChange::Resolved => "resolved",
         }
     }
 
@@ -92,6 +96,7 @@ impl IncidentChange {
             "opened" => IncidentChange::Opened,
             "alert_joined" => IncidentChange::AlertJoined,
             "reopened" => IncidentChange::Reopened,
+            "resolved" => IncidentChange::Resolved,
             _ => return None,
         })
     }
@@ -237,7 +242,7 @@ pub(crate) struct RawTrigger {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub min_severity: Option<Severity>,
-    /// opened, alert_joined, reopened (default opened and alert_joined).
+    /// opened, alert_joined, reopened, resolved (default opened and alert_joined).
     #[serde(default)]
     pub on: Option<Vec<String>>,
     /// Cron with seconds, UTC, e.g. "0 0 2 * * Sun".

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use fincorp_integrations::servicenow::{ServiceNowClient, ServiceNowConfig};
+use fincorp_integrations::vsphere::{VsphereClient, VsphereConfig};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -29,6 +30,9 @@ pub fn step_timeout(step: &Step, params: &Map<String, Value>) -> Duration {
             "wait_for" => param("within").unwrap_or(60_000) + 5_000,
             "approval" => param("timeout").unwrap_or(actions::approval::DEFAULT_TIMEOUT_MS) + 5_000,
             "exec" => param("timeout").unwrap_or(60_000) + 10_000,
+            // A rollout: as long as a step may take.
+            "rolling_patch" => crate::load::MAX_STEP_TIMEOUT_MS,
+            "failover" => actions::failover::needed_ms(params),
             _ => 30_000,
         }
     });
@@ -296,6 +300,16 @@ pub fn render_text(plan: &Plan) -> String {
                                     human_ms(*timeout_ms)
                                 )
                             }
+                            Planned::Silence {
+                                matchers,
+                                duration_ms,
+                                comment,
+                            } => format!(
+                                "silence {} for up to {}: {comment}",
+                                matchers.join(", "),
+                                human_ms(*duration_ms)
+                            ),
+                            Planned::Note { text } => format!("({text})"),
                         };
                         let _ = writeln!(out, "   -> {text}");
                     }
@@ -313,9 +327,10 @@ pub fn render_text(plan: &Plan) -> String {
 }
 
 /// An [`Env`] that can plan but never execute: for `plan --sample` and
-/// tests. Its ServiceNow client points at a sample instance.
+/// tests. Its ServiceNow and vCenter clients point at sample instances.
 pub struct PlanOnlyEnv {
     servicenow: Option<ServiceNowClient>,
+    vsphere: Option<VsphereClient>,
     http: reqwest::Client,
 }
 
@@ -323,11 +338,20 @@ impl PlanOnlyEnv {
     pub fn new(servicenow: Option<ServiceNowClient>) -> Self {
         Self {
             servicenow,
+            vsphere: None,
             http: fincorp_api::http::client(Duration::from_secs(10)),
         }
     }
 
-    /// ServiceNow at `https://fincorp.service-now.com`, user `fincorp-operator`.
+    /// The same env with a vCenter client to plan vSphere calls with.
+    pub fn with_vsphere(mut self, vsphere: Option<VsphereClient>) -> Self {
+        self.vsphere = vsphere;
+        self
+    }
+
+    /// ServiceNow at `https://fincorp.service-now.com`, user
+    /// `fincorp-operator`; vCenter at `https://vcenter.fincorp.example`,
+    /// user `fincorp-automation@vsphere.local`.
     pub fn sample() -> Self {
         let cfg = ServiceNowConfig {
             url: "https://fincorp.service-now.com".into(),
@@ -335,7 +359,13 @@ impl PlanOnlyEnv {
             password: fincorp_api::config::Secret::new("plan-only"),
             timeout: Duration::from_secs(10),
         };
-        Self::new(ServiceNowClient::new(cfg).ok())
+        let vcenter = VsphereConfig {
+            url: "https://vcenter.fincorp.example".into(),
+            username: "fincorp-automation@vsphere.local".into(),
+            password: fincorp_api::config::Secret::new("plan-only"),
+            timeout: Duration::from_secs(30),
+        };
+        Self::new(ServiceNowClient::new(cfg).ok()).with_vsphere(VsphereClient::new(vcenter).ok())
     }
 }
 
@@ -354,6 +384,10 @@ impl Env for PlanOnlyEnv {
         self.servicenow.as_ref()
     }
 
+    fn vsphere(&self) -> Option<&VsphereClient> {
+        self.vsphere.as_ref()
+    }
+
     fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -370,6 +404,36 @@ impl Env for PlanOnlyEnv {
         _t: Duration,
     ) -> BoxFuture<'a, Result<Option<Decision>, String>> {
         Box::pin(async { Err("planning executes nothing".to_owned()) })
+    }
+
+    fn sampled_at(&self, _host: &str) -> Option<i64> {
+        None
+    }
+
+    fn create_silence<'a>(
+        &'a self,
+        _matchers: Vec<String>,
+        _duration: Duration,
+        _created_by: &'a str,
+        _comment: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Err("planning executes nothing".to_owned()) })
+    }
+
+    fn expire_silence<'a>(
+        &'a self,
+        _id: &'a str,
+        _by: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Err("planning executes nothing".to_owned()) })
+    }
+
+    fn progress<'a>(&'a self, _r: &'a str, _s: &'a str, _p: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn stop_requested(&self) -> bool {
+        true
     }
 }
 

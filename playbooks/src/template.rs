@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use minijinja::value::{Object, ObjectRepr};
 use minijinja::{Environment, UndefinedBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The names a template may start with.
@@ -60,7 +60,7 @@ pub fn expression_variables(env: &Environment<'_>, expr: &str) -> Result<HashSet
 }
 
 /// What templates see about the incident.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IncidentCtx {
     pub id: String,
     pub host: String,
@@ -74,7 +74,7 @@ pub struct IncidentCtx {
 }
 
 /// What templates see about an alert.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AlertCtx {
     pub name: String,
     pub source: String,

@@ -1,5 +1,5 @@
 //! Does a playbook's incident trigger match an alert that opened, joined or
-//! reopened an incident?
+//! reopened an incident, or an alert of an incident that resolved?
 
 use fincorp_api::wire::Severity;
 
@@ -93,6 +93,33 @@ mod tests {
             Severity::Critical,
             IncidentChange::Reopened
         )));
+        assert!(!t.matches(&facts(
+            "cpu_high",
+            Some("FINCORP-APP-HFT"),
+            Severity::Critical,
+            IncidentChange::Resolved
+        )));
+        let on_resolved = IncidentTrigger {
+            on: vec![IncidentChange::Resolved],
+            ..trigger()
+        };
+        assert!(on_resolved.matches(&facts(
+            "cpu_high",
+            Some("FINCORP-APP-HFT"),
+            Severity::Critical,
+            IncidentChange::Resolved
+        )));
+        assert!(!on_resolved.matches(&facts(
+            "cpu_high",
+            Some("FINCORP-APP-HFT"),
+            Severity::Critical,
+            c
+        )));
+        assert_eq!(
+            IncidentChange::parse("resolved"),
+            Some(IncidentChange::Resolved)
+        );
+        assert_eq!(IncidentChange::Resolved.as_str(), "resolved");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const AGENT_KEY: &str = "e2e-agent-key-0123456789abcdef0123456789";
 /// The ServiceNow simulator's password in test stacks.
 pub const SN_PASSWORD: &str = "e2e-servicenow-password";
 pub const SN_USER: &str = "fincorp-operator";
+/// The vCenter simulator's user and password in test stacks.
+pub const VC_USER: &str = "fincorp-automation@vsphere.local";
+pub const VC_PASSWORD: &str = "e2e-vcenter-password";
 
 /// The directory holding the workspace's built binaries (`target/debug`),
 /// or `FINCORP_BIN_DIR` when set.
@@ -249,6 +252,9 @@ pub struct StackConfig {
     pub correlator_extra: String,
     /// Enables the agent's `run_script` action with this allowlist directory.
     pub scripts_dir: Option<PathBuf>,
+    /// Starts a vCenter simulator (`fincorp-sim vsphere`) serving the VMs of
+    /// this inventory file, and points `integrations.vsphere` at it.
+    pub vsphere_inventory: Option<PathBuf>,
 }
 
 /// A ServiceNow simulator, a correlator and an agent on 127.0.0.1, with
@@ -263,6 +269,10 @@ pub struct Stack {
     pub api: String,
     /// The ServiceNow simulator's base URL.
     pub sn: String,
+    /// The vCenter simulator, when `vsphere_inventory` was given.
+    pub vcenter_sim: Option<Proc>,
+    /// Its base URL.
+    pub vcenter: Option<String>,
     /// The host name the agent reports.
     pub host: String,
 }
@@ -285,6 +295,10 @@ impl Stack {
         let api = format!("http://127.0.0.1:{api_port}");
         let sn = format!("http://127.0.0.1:{sn_port}");
         let host = format!("e2e-host-{}", std::process::id());
+        let vcenter = cfg
+            .vsphere_inventory
+            .as_ref()
+            .map(|_| format!("http://127.0.0.1:{}", free_port()));
         let playbooks = cfg
             .playbooks_dir
             .clone()
@@ -310,7 +324,13 @@ integrations:
     username: {SN_USER}
     password: {{ env: FINCORP_SERVICENOW_PASSWORD }}
     timeout: 10s
-{extra}",
+{vsphere}{extra}",
+                vsphere = match &vcenter {
+                    Some(url) => format!(
+                        "  vsphere:\n    url: {url}\n    username: {VC_USER}\n    password: {{ env: FINCORP_VSPHERE_PASSWORD }}\n    timeout: 10s\n"
+                    ),
+                    None => String::new(),
+                },
                 extra = cfg.correlator_extra,
                 resolve_after = cfg.resolve_after,
                 playbooks = playbooks.display(),
@@ -370,6 +390,28 @@ apps:
             Duration::from_secs(20),
         );
 
+        let vcenter_sim = cfg.vsphere_inventory.as_ref().map(|inventory| {
+            let url = vcenter.as_deref().expect("set with the inventory");
+            let mut c = Command::new(bin("fincorp-sim"));
+            c.args(["vsphere", "--listen", url.trim_start_matches("http://")])
+                .args([
+                    "--username",
+                    VC_USER,
+                    "--password-env",
+                    "FINCORP_VSPHERE_PASSWORD",
+                ])
+                .arg("--inventory")
+                .arg(inventory)
+                .env("FINCORP_VSPHERE_PASSWORD", VC_PASSWORD);
+            let mut proc = Proc::spawn("fincorp-sim-vsphere", c, d);
+            wait_http_ok(
+                &format!("{url}/sim/health"),
+                &mut proc,
+                Duration::from_secs(20),
+            );
+            proc
+        });
+
         let mut stack = Stack {
             dir,
             sim,
@@ -377,6 +419,8 @@ apps:
             agent: None,
             api,
             sn,
+            vcenter_sim,
+            vcenter,
             host,
         };
         stack.start_correlator();
@@ -404,6 +448,7 @@ apps:
             .arg(self.dir().join("correlator.yaml"))
             .env("FINCORP_AGENT_KEY", AGENT_KEY)
             .env("FINCORP_SERVICENOW_PASSWORD", SN_PASSWORD)
+            .env("FINCORP_VSPHERE_PASSWORD", VC_PASSWORD)
             .env("RUST_LOG", rust_log);
         let mut proc = Proc::spawn("fincorp-correlator", c, self.dir());
         wait_http_ok(
@@ -447,6 +492,7 @@ apps:
             self.correlator.as_ref(),
             self.agent.as_ref(),
             Some(&self.sim),
+            self.vcenter_sim.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -464,6 +510,16 @@ apps:
     /// GET a ServiceNow simulator path as JSON, with the stack's credentials.
     pub fn sn_get(&self, path: &str) -> Value {
         get_json(&format!("{}{path}", self.sn), Some((SN_USER, SN_PASSWORD)))
+    }
+
+    /// GET a vCenter simulator path as JSON (its `/sim/*` endpoints need no
+    /// session). Panics when the stack has no vCenter simulator.
+    pub fn vc_get(&self, path: &str) -> Value {
+        let url = self
+            .vcenter
+            .as_deref()
+            .expect("the stack has no vCenter simulator");
+        get_json(&format!("{url}{path}"), None)
     }
 }
 

@@ -480,6 +480,21 @@ pub struct PlanRequest {
     pub incident_id: String,
 }
 
+/// `POST /api/v1/playbooks/{name}/run`: run a playbook for an incident now,
+/// through all its guardrails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub incident_id: String,
+    /// Plan every step, execute none.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Who asks; with API tokens, the token's name is used instead.
+    #[serde(default)]
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// A dry-run plan: the text a person reads and the structured steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanView {

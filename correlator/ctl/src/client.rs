@@ -335,6 +335,21 @@ impl Client {
         .await
     }
 
+    /// `POST /api/v1/playbooks/{name}/run`: run the loaded playbook `name`
+    /// for an incident now (it meets every guardrail).
+    pub async fn run_playbook(
+        &self,
+        playbook: &str,
+        request: &fincorp_api::rest::RunRequest,
+    ) -> anyhow::Result<RunView> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/playbooks/{}/run", encode(playbook)),
+            Some(request),
+        )
+        .await
+    }
+
     /// `POST /api/v1/playbooks/{name}/plan`: a dry run of the loaded playbook
     /// `name` against a stored incident.
     pub async fn plan(&self, playbook: &str, incident_id: &str) -> anyhow::Result<PlanView> {

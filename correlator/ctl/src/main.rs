@@ -16,34 +16,86 @@ use fincorpctl::client::{ApiFailure, Client, RunQuery};
 #[derive(Debug, Parser)]
 #[command(name = "fincorpctl", version)]
 struct Cli {
-    /// The correlator's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "FINCORP_URL",
-        default_value = "http://127.0.0.1:9470"
-    )]
-    url: String,
+    /// The correlator's base URL [default: the config file's `url`, else
+    /// http://127.0.0.1:9470].
+    #[arg(long, global = true, env = "FINCORP_URL")]
+    url: Option<String>,
     /// A file holding the API bearer token (for a correlator with
     /// `api.tokens`). Or set FINCORP_TOKEN; never pass a token as an argument.
     #[arg(long, global = true, env = "FINCORP_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// A YAML file with `url` and `token_file` [default:
+    /// ~/.config/fincorp/fincorpctl.yaml, if it exists]. Flags and the
+    /// environment win over it.
+    #[arg(long, global = true, env = "FINCORP_CTL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
-/// The API token: `--token-file`, else the FINCORP_TOKEN variable.
-fn token(cli: &Cli) -> anyhow::Result<Option<fincorp_api::config::Secret>> {
+/// `fincorpctl.yaml`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlConfig {
+    url: Option<String>,
+    /// Relative to the config file.
+    token_file: Option<std::path::PathBuf>,
+}
+
+/// The config file: `--config`/FINCORP_CTL_CONFIG (must exist), else the
+/// per-user default when present. Returns it with its directory.
+fn ctl_config(cli: &Cli) -> anyhow::Result<(CtlConfig, std::path::PathBuf)> {
     use anyhow::Context;
-    if let Some(path) = &cli.token_file {
-        let bytes = std::fs::read(path)
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => match std::env::var_os("HOME") {
+            Some(home) => (
+                std::path::Path::new(&home).join(".config/fincorp/fincorpctl.yaml"),
+                false,
+            ),
+            None => return Ok((CtlConfig::default(), std::path::PathBuf::from("."))),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((CtlConfig::default(), std::path::PathBuf::from(".")));
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let cfg: CtlConfig = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not a valid fincorpctl config", path.display()))?;
+    let dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    Ok((cfg, dir))
+}
+
+/// The correlator URL and API token: flags and the environment first, then
+/// the config file, then the default URL and no token.
+fn settings(cli: &Cli) -> anyhow::Result<(String, Option<fincorp_api::config::Secret>)> {
+    use anyhow::Context;
+    let (file, dir) = ctl_config(cli)?;
+    let url = cli
+        .url
+        .clone()
+        .or(file.url)
+        .unwrap_or_else(|| "http://127.0.0.1:9470".to_owned());
+    let token_file = cli
+        .token_file
+        .clone()
+        .or_else(|| file.token_file.map(|f| dir.join(f)));
+    if let Some(path) = token_file {
+        let bytes = std::fs::read(&path)
             .with_context(|| format!("cannot read the token file {}", path.display()))?;
-        return Ok(Some(fincorp_api::config::Secret::new(bytes)));
+        return Ok((url, Some(fincorp_api::config::Secret::new(bytes))));
     }
-    Ok(std::env::var("FINCORP_TOKEN")
+    let token = std::env::var("FINCORP_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
-        .map(fincorp_api::config::Secret::new))
+        .map(fincorp_api::config::Secret::new);
+    Ok((url, token))
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +121,12 @@ enum Command {
     /// Rehearse failures for real.
     #[command(subcommand)]
     Chaos(ChaosCmd),
+    /// Print a shell completion script, e.g.
+    /// `fincorpctl completions bash > /etc/bash_completion.d/fincorpctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +349,23 @@ enum PlaybookCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the loaded playbook NAME for an incident now. The run meets every
+    /// guardrail (kill switch, lock, breakers, budgets, approval) like any
+    /// other; `--dry-run` plans it and executes nothing. Prints the run.
+    Run {
+        name: String,
+        #[arg(long, value_name = "ID")]
+        incident: String,
+        #[arg(long)]
+        dry_run: bool,
+        /// Who asks [default: $USER; with an API token, its name].
+        #[arg(long, env = "USER", value_parser = who)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The playbooks the correlator has loaded.
     List {
         #[arg(long)]
@@ -406,6 +481,30 @@ async fn playbook(client: &Client, cmd: PlaybookCmd) -> anyhow::Result<ExitCode>
             if let Some(refusal) = outcome.refusal {
                 eprintln!("fincorpctl: {refusal}");
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        PlaybookCmd::Run {
+            name,
+            incident,
+            dry_run,
+            by,
+            reason,
+            json,
+        } => {
+            let request = fincorp_api::rest::RunRequest {
+                incident_id: incident,
+                dry_run,
+                by,
+                reason,
+            };
+            let run = client.run_playbook(&name, &request).await?;
+            // Show where it got to after a moment (it may wait for a lock).
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let run = client.run(&run.id).await.unwrap_or(run);
+            if json {
+                print_json(&run)?;
+            } else {
+                print!("{}", fincorpctl::runs::detail(&run));
             }
         }
         PlaybookCmd::List { json } => {
@@ -573,6 +672,16 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "fincorpctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Command::Chaos(ChaosCmd::Burn { app }) = &cli.command {
         return match chaos::burner::burn(app) {
             Ok(()) => ExitCode::SUCCESS,
@@ -612,9 +721,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let token = token(&cli)?;
-    let client = Client::new(&cli.url).with_token(token.clone());
+    let (url, token) = settings(&cli)?;
+    let client = Client::new(&url).with_token(token.clone());
     match cli.command {
+        Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         Command::Incidents(IncidentsCmd::List {
             state,
             app,
@@ -725,7 +835,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 step,
                 hold,
                 threshold_pct: threshold,
-                correlator: (!no_watch).then(|| cli.url.clone()),
+                correlator: (!no_watch).then(|| url.clone()),
                 token: token.clone(),
                 wait_resolve,
                 seed,

@@ -311,14 +311,26 @@ mod tests {
     fn a_sample_plan_of_each_shipped_playbook_is_its_golden_plan() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = root.join("packaging/etc/fincorp/playbooks");
+        let mut compared = 0;
         for l in fincorp_playbooks::load_dir(&dir).unwrap() {
             let name = l.playbook.file.file_stem().unwrap().to_string_lossy();
+            // A playbook whose golden is planned against its own incident
+            // (NAME.sample.json: failover needs a CORE hardware incident) is
+            // checked by the playbooks crate, not against `--sample`.
+            if root
+                .join(format!("playbooks/test_data/plans/{name}.sample.json"))
+                .exists()
+            {
+                continue;
+            }
+            compared += 1;
             let golden = root.join(format!("playbooks/test_data/plans/{name}.plan"));
             let out = plan_sample(&l.playbook, None);
             assert_eq!(out.view.text, std::fs::read_to_string(golden).unwrap());
             assert_eq!(out.refusal, None);
             assert_eq!(refusal_of(&out.view.plan), None);
         }
+        assert!(compared >= 5, "only {compared} shipped playbooks compared");
     }
 
     #[test]

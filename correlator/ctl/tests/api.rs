@@ -686,3 +686,45 @@ fn ring_digest(text: &str) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
+
+/// `playbook run` asks the correlator to run a loaded playbook for an
+/// incident now: a new run (its own idempotency scope), started by the
+/// operator, through the guardrails; `--dry-run` executes nothing.
+#[test]
+fn playbook_run_starts_a_manual_run_for_an_incident() {
+    let c = Correlator::start(&[("tell.yaml", notify_playbook("tell", "RUN-APP", ""))]);
+    let incident = c.event("run-h1", "RUN-APP", "disk_full");
+    // The alert itself triggered the first run.
+    c.wait_runs(&["--playbook", "tell"], 1, |r| {
+        r.state == RunState::Succeeded
+    });
+    let run: RunView = c.json(&[
+        "playbook",
+        "run",
+        "tell",
+        "--incident",
+        &incident,
+        "--dry-run",
+        "--reason",
+        "rehearsal",
+    ]);
+    assert!(run.dry_run, "{run:?}");
+    assert_eq!(run.trigger, "manual:tester");
+    assert_eq!(run.incident_id.as_deref(), Some(incident.as_str()));
+    let runs = c.wait_runs(&["--playbook", "tell"], 2, |r| {
+        matches!(r.state, RunState::Succeeded | RunState::Planned)
+    });
+    let manual = runs.iter().find(|r| r.id == run.id).unwrap();
+    assert_eq!(manual.state, RunState::Planned, "{manual:?}");
+    assert_eq!(manual.steps[0].state, RunState::Planned);
+    // Unknown playbook or incident: clear errors, exit 1.
+    let out = c.ctl(&["playbook", "run", "nope", "--incident", &incident]);
+    let (_, stderr) = exits(&out, 1);
+    assert!(stderr.contains("no playbook"), "{stderr}");
+    let out = c.ctl(&["playbook", "run", "tell", "--incident", "fc-nope"]);
+    let (_, stderr) = exits(&out, 1);
+    assert!(stderr.contains("404"), "{stderr}");
+    // Audited with who asked.
+    let out = c.ctl(&["audit", "verify"]);
+    ok(&out, "audit verify", &c);
+}

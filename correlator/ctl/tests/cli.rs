@@ -297,3 +297,88 @@ fn who_acts_comes_from_by_or_user_and_is_never_blank() {
         assert!(stderr.contains("cannot reach the correlator"), "{stderr}");
     }
 }
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_fincorpctl()"),
+        ("zsh", "#compdef fincorpctl"),
+        ("fish", "complete -c fincorpctl"),
+    ] {
+        let out = ctl().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        // Subcommands are completed too.
+        assert!(script.contains("kill-switch"), "{shell}");
+    }
+    let out = ctl().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The URL comes from the flag, else FINCORP_URL, else the config file,
+/// else the default; a token_file in the config file is read relative to it.
+#[test]
+fn the_url_and_token_come_from_flags_then_env_then_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports nobody listens on, so each answer names the URL it tried.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (file_port, env_port, flag_port) = (free(), free(), free());
+    let config = dir.path().join("fincorpctl.yaml");
+    std::fs::write(
+        &config,
+        format!("url: http://127.0.0.1:{file_port}\ntoken_file: token\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+    let ctl = || {
+        let mut c = ctl();
+        c.env_remove("FINCORP_URL").env_remove("FINCORP_TOKEN");
+        c
+    };
+    let tried = |cmd: &mut Command| -> String {
+        let out = cmd.args(["incidents", "list"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let from_file = tried(ctl().arg("--config").arg(&config));
+    assert!(
+        from_file.contains(&format!("127.0.0.1:{file_port}")),
+        "{from_file}"
+    );
+    let from_env = tried(
+        ctl()
+            .arg("--config")
+            .arg(&config)
+            .env("FINCORP_URL", format!("http://127.0.0.1:{env_port}")),
+    );
+    assert!(
+        from_env.contains(&format!("127.0.0.1:{env_port}")),
+        "{from_env}"
+    );
+    let from_flag = tried(
+        ctl()
+            .arg("--config")
+            .arg(&config)
+            .arg("--url")
+            .arg(format!("http://127.0.0.1:{flag_port}")),
+    );
+    assert!(
+        from_flag.contains(&format!("127.0.0.1:{flag_port}")),
+        "{from_flag}"
+    );
+    // A token file named in the config must exist.
+    std::fs::remove_file(dir.path().join("token")).unwrap();
+    let missing = tried(ctl().arg("--config").arg(&config));
+    assert!(missing.contains("cannot read the token file"), "{missing}");
+    // An unknown key is refused, naming the file.
+    std::fs::write(&config, "url: http://127.0.0.1:1\ncolour: red\n").unwrap();
+    let bad = tried(ctl().arg("--config").arg(&config));
+    assert!(bad.contains("not a valid fincorpctl config"), "{bad}");
+}

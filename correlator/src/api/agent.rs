@@ -37,9 +37,11 @@ pub async fn ingest(
             Err(e) => Err(e),
             Ok(_) => crate::ingest::agent::parse(&body)
                 .map(|(batch, alerts)| {
+                    let now = fincorp_api::now_ms();
+                    state.samples.record(&batch.agent.host, &batch.samples, now);
                     state
-                        .samples
-                        .record(&batch.agent.host, &batch.samples, fincorp_api::now_ms());
+                        .predict
+                        .observe(&batch.agent.host, &batch.samples, now);
                     alerts
                 })
                 .map_err(ApiError::from),

@@ -1,5 +1,5 @@
 //! Bearer tokens with roles for the REST API. Agent endpoints are signed
-//! with HMAC instead and `/healthz` is open.
+//! with HMAC instead; `/healthz` and the dashboard's static files are open.
 //!
 //! Tokens are never stored: the configuration holds the SHA-256 of each
 //! (`api.tokens[].sha256`). A request's token is hashed and looked up; the
@@ -70,6 +70,11 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {
+        // The dashboard's page, script and style hold no data; what they
+        // fetch from the API needs a token like any other request.
+        if crate::dashboard::is_asset(path) {
+            return None;
+        }
         return Some(Role::Viewer);
     }
     if path.starts_with("/api/v1/automation/") || path == "/api/v1/playbooks/reload" {
@@ -203,6 +208,35 @@ mod tests {
             Some(Role::Admin)
         );
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+    }
+
+    #[test]
+    fn dashboard_assets_need_no_token_but_its_data_does() {
+        for asset in ["/", "/ui/app.js", "/ui/style.css"] {
+            assert_eq!(required_role(&Method::GET, asset), None, "{asset}");
+            assert_eq!(required_role(&Method::HEAD, asset), None, "{asset}");
+            // Writing to an asset path is not reading a static file.
+            assert_eq!(
+                required_role(&Method::POST, asset),
+                Some(Role::Operator),
+                "{asset}"
+            );
+        }
+        for data in [
+            "/api/v1/hosts",
+            "/api/v1/incidents",
+            "/api/v1/automation/kill-switch",
+            "/ui/",
+            "/ui/other.js",
+            "/ui/../api/v1/incidents",
+            "/index.html",
+        ] {
+            assert_eq!(
+                required_role(&Method::GET, data),
+                Some(Role::Viewer),
+                "{data}"
+            );
+        }
     }
 
     #[test]

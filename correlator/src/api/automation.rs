@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use fincorp_api::rest::{
     AutomationStatus, KillSwitchRequest, KillSwitchView, PlanRequest, PlanView, PlaybookView,
-    ReloadView, ResetRequest,
+    ReloadView, ResetRequest, RunRequest, RunView,
 };
 
 use super::auth::{Identity, actor};
@@ -72,6 +72,27 @@ pub async fn plan(
 ) -> Result<Json<PlanView>, ApiError> {
     let Json(req) = body?;
     Ok(Json(state.automation.plan(&name, &req.incident_id).await?))
+}
+
+/// `POST /api/v1/playbooks/{name}/run` `{"incident_id": "...", "dry_run": false}`:
+/// 202 with the run, which then meets every guardrail like any other.
+pub async fn run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    identity: Option<Extension<Identity>>,
+    body: Result<Json<RunRequest>, JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<RunView>), ApiError> {
+    let Json(req) = body?;
+    let by = actor(identity.as_deref(), Some(&req.by), "by")?;
+    let id = state
+        .automation
+        .run_manually(&name, &req.incident_id, req.dry_run, &by, &req.reason)
+        .await?;
+    let engine = state.engine.clone();
+    let view = tokio::task::spawn_blocking(move || engine.read(|c| runs::view(c, &id)))
+        .await??
+        .ok_or_else(|| ApiError::Internal("the new run vanished".into()))?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(view)))
 }
 
 /// `POST /api/v1/playbooks/reload`: 400 with every problem when the new set

@@ -101,15 +101,21 @@ async fn act(
     }
     let engine = state.engine.clone();
     let target = id.clone();
-    tokio::task::spawn_blocking(move || {
+    // Runs that a resolution decided (a playbook `on: [resolved]`).
+    let runs = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         match op {
-            Op::Ack => engine.acknowledge(&target, &by, &body.reason, now),
+            Op::Ack => engine
+                .acknowledge(&target, &by, &body.reason, now)
+                .map(|()| vec![]),
             Op::Resolve => engine.resolve_or_close(&target, false, &by, &body.reason, now),
             Op::Close => engine.resolve_or_close(&target, true, &by, &body.reason, now),
         }
     })
     .await??;
+    for run_id in runs {
+        state.automation.start(run_id);
+    }
     show(State(state), Path(id)).await
 }
 

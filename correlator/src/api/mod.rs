@@ -44,6 +44,8 @@ pub struct AppState {
     pub automation: Arc<Automation>,
     /// The latest agent samples per host.
     pub samples: Arc<Samples>,
+    /// Predictive analytics: sees every agent sample.
+    pub predict: Arc<crate::predict::Predict>,
     /// API bearer tokens (hashes); empty: the API is open (loopback only).
     pub tokens: Arc<Vec<auth::Token>>,
     pub alertmanager: Arc<Mapping>,
@@ -73,6 +75,7 @@ impl AppState {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    state.predict.export_metrics();
     let openmetrics = state
         .engine
         .metrics
@@ -120,8 +123,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/playbooks", get(automation::playbooks))
         .route("/api/v1/playbooks/reload", post(automation::reload))
         .route("/api/v1/playbooks/{name}/plan", post(automation::plan))
+        .route("/api/v1/playbooks/{name}/run", post(automation::run))
+        .route("/api/v1/hosts", get(crate::dashboard::hosts))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -132,4 +138,4 @@ pub fn router(state: AppState) -> Router {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -36,7 +36,22 @@ pub(crate) fn fixture_with(
     playbooks: Vec<fincorp_playbooks::Playbook>,
     settings: crate::config::Automation,
 ) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+    fixture_in(
+        tempfile::tempdir().unwrap(),
+        playbooks,
+        settings,
+        Default::default(),
+    )
+}
+
+/// A router over the database in `dir` (fresh, or kept from an earlier
+/// fixture to test a restart), with these playbooks, guardrails and secrets.
+pub(crate) fn fixture_in(
+    dir: tempfile::TempDir,
+    playbooks: Vec<fincorp_playbooks::Playbook>,
+    settings: crate::config::Automation,
+    secrets: crate::config::Secrets,
+) -> Fixture {
     let cfg = core::Config {
         resolve_after_ms: 1_000,
         ..core::Config::with_defaults()
@@ -57,15 +72,18 @@ pub(crate) fn fixture_with(
         crate::automation::Setup {
             bus: bus.clone(),
             servicenow: None,
+            vsphere: None,
             samples: samples.clone(),
             settings,
-            secrets: Default::default(),
+            secrets,
             playbooks_dir: dir.path().join("playbooks"),
         },
     )
     .unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
+    let predict = crate::predict::Predict::new(Default::default(), engine.metrics.clone());
     let state = AppState {
+        predict,
         engine,
         verifier: Arc::new(Verifier::new([key()], 30_000)),
         bus,
@@ -119,7 +137,7 @@ fn signed(path: &str, body: Vec<u8>, sig: &RequestSignature) -> Request<Body> {
     req.body(Body::from(body)).unwrap()
 }
 
-async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
+pub(crate) async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
     let resp = router(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
@@ -350,7 +368,7 @@ async fn a_resolved_alert_resolves_the_incident_after_the_quiet_period() {
             StatusCode::OK
         );
     }
-    let resolved = f.state.engine.tick(now_ms() + 1_000).unwrap();
+    let resolved = f.state.engine.tick(now_ms() + 1_000).unwrap().resolved;
     assert_eq!(resolved.len(), 1);
     let detail = f.state.engine.incident(&resolved[0]).unwrap().unwrap();
     assert_eq!(
@@ -360,7 +378,7 @@ async fn a_resolved_alert_resolves_the_incident_after_the_quiet_period() {
     assert_eq!(detail.timeline.last().unwrap().kind, "resolved");
 }
 
-fn json_req(method: &str, path: &str, body: serde_json::Value) -> Request<Body> {
+pub(crate) fn json_req(method: &str, path: &str, body: serde_json::Value) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(path)
@@ -940,4 +958,60 @@ async fn tokens_gate_the_api_by_role_and_name_the_actor() {
         actors.contains(&("automation.kill_switch.on".into(), "head-of-ops".into())),
         "{actors:?}"
     );
+}
+
+#[tokio::test]
+async fn every_sample_of_an_agent_batch_reaches_the_predictor() {
+    use fincorp_api::wire::{AppSample, HostSample};
+    let f = fixture();
+    let now = now_ms();
+    let samples: Vec<HostSample> = (0..7)
+        .map(|i| HostSample {
+            at_ms: now - 7_000 + i * 1_000,
+            cpu_pct: 20.0,
+            mem_used_bytes: 1 << 30,
+            mem_total_bytes: 4 << 30,
+            apps: vec![AppSample {
+                app: "FINCORP-APP-HFT-TEST".into(),
+                processes: 1,
+                cpu_pct: 40.0,
+                rss_bytes: 1 << 28,
+                probe: None,
+                host_cpu_pct: None,
+                throttling: None,
+            }],
+            cpu_per_core_pct: vec![],
+            mem_available_bytes: None,
+            swap_used_bytes: None,
+            swap_total_bytes: None,
+            load: None,
+        })
+        .collect();
+    let body = serde_json::to_vec(&AgentBatch {
+        agent: AgentInfo {
+            host: "web01".into(),
+            version: "test".into(),
+        },
+        seq: 1,
+        sent_at_ms: now,
+        events: vec![],
+        samples,
+    })
+    .unwrap();
+    let sig = sign_request(&key(), "POST", INGEST_AGENT_PATH, &body, now_ms());
+    let (status, ack) = send(&f.state, signed(INGEST_AGENT_PATH, body, &sig)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let (_, text) = send(
+        &f.state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let text = text.as_str().unwrap_or_default();
+    for line in [
+        "fincorp_correlator_predict_samples_total 7",
+        "fincorp_correlator_predict_units 1",
+        "fincorp_correlator_predict_series 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }

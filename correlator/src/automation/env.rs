@@ -1,14 +1,18 @@
 //! What playbook actions may touch, for real: the agent command bus,
-//! ServiceNow, webhooks, the latest agent samples, and operators' approvals.
+//! ServiceNow, vCenter, webhooks, the latest agent samples, operators'
+//! approvals, maintenance silences (through the engine, audited), the
+//! progress of long steps, and the kill switch.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fincorp_api::now_ms;
-use fincorp_api::rest::RunState;
+use fincorp_api::rest::{NewSilence, RunState};
 use fincorp_api::wire::{CommandAction, CommandResult};
 use fincorp_integrations::servicenow::ServiceNowClient;
+use fincorp_integrations::vsphere::VsphereClient;
 use fincorp_playbooks::actions::{BoxFuture, Decision, Env};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::blocking;
@@ -18,8 +22,13 @@ use crate::samples::Samples;
 use crate::store::{StoreError, runs};
 
 pub struct RunEnv {
+    /// For maintenance silences and step progress.
+    pub engine: Arc<Engine>,
+    /// The kill switch, as long actions see it between their phases.
+    pub kill: tokio::sync::watch::Receiver<bool>,
     pub bus: Arc<CommandBus>,
     pub servicenow: Option<ServiceNowClient>,
+    pub vsphere: Option<VsphereClient>,
     pub http: reqwest::Client,
     pub samples: Arc<Samples>,
     pub approvals: Arc<Approvals>,
@@ -38,6 +47,10 @@ impl Env for RunEnv {
 
     fn servicenow(&self) -> Option<&ServiceNowClient> {
         self.servicenow.as_ref()
+    }
+
+    fn vsphere(&self) -> Option<&VsphereClient> {
+        self.vsphere.as_ref()
     }
 
     fn http(&self) -> &reqwest::Client {
@@ -61,6 +74,73 @@ impl Env for RunEnv {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn sampled_at(&self, host: &str) -> Option<i64> {
+        self.samples.sampled_at(host, now_ms())
+    }
+
+    fn create_silence<'a>(
+        &'a self,
+        matchers: Vec<String>,
+        duration: Duration,
+        created_by: &'a str,
+        comment: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        let new = NewSilence {
+            matchers,
+            starts_at: None,
+            ends_at: None,
+            duration: Some(format!("{}ms", duration.as_millis().max(1))),
+            schedule: None,
+            until: None,
+            created_by: Some(created_by.to_owned()),
+            comment: comment.to_owned(),
+        };
+        let (engine, by) = (self.engine.clone(), created_by.to_owned());
+        Box::pin(async move {
+            blocking(move || engine.add_silence(&new, &by, now_ms()))
+                .await
+                .map(|view| view.id)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn expire_silence<'a>(&'a self, id: &'a str, by: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        let (engine, id, by) = (self.engine.clone(), id.to_owned(), by.to_owned());
+        Box::pin(async move {
+            blocking(move || engine.expire_silence(&id, &by, now_ms()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn progress<'a>(
+        &'a self,
+        run_id: &'a str,
+        step_id: &'a str,
+        progress: &'a Value,
+    ) -> BoxFuture<'a, ()> {
+        let (engine, run_id, step_id, progress) = (
+            self.engine.clone(),
+            run_id.to_owned(),
+            step_id.to_owned(),
+            progress.clone(),
+        );
+        Box::pin(async move {
+            let result = blocking(move || {
+                engine.write(|tx| runs::step_progress(tx, &run_id, &step_id, &progress))
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "recording a step's progress failed");
+            }
+        })
+    }
+
+    fn stop_requested(&self) -> bool {
+        *self.kill.borrow()
     }
 }
 
@@ -105,7 +185,11 @@ impl Approvals {
             .await?;
         }
         loop {
+            // Registered before the row is read, so a decision committed in
+            // between still wakes this waiter.
             let woken = self.decided.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let row = {
                 let (engine, run_id, step_id) =
                     (self.engine.clone(), run_id.to_owned(), step_id.to_owned());

@@ -722,7 +722,8 @@ async fn steps(a: &Arc<Automation>, pb: &Playbook, mut run: RunRow) -> Result<()
                 );
                 return finish(a, &run, RunState::Stopped, Some(&reason)).await;
             }
-            Outcome::Done(Ok(out)) => {
+            Outcome::Done(Ok(mut out)) => {
+                redact_value(&mut out.result, a.secrets());
                 let mutation = action.mutating().then(|| target_of(&run, &shown));
                 record_end(
                     a,
@@ -745,7 +746,7 @@ async fn steps(a: &Arc<Automation>, pb: &Playbook, mut run: RunRow) -> Result<()
                 }
             }
             Outcome::Done(Err(e)) => {
-                let error = e.to_string();
+                let error = redact(&e.to_string(), a.secrets());
                 tracing::warn!(step = %step.id, action = %step.action, error = %error, "step failed");
                 if run.phase == Phase::Rollback {
                     rollback_failed = true;
@@ -960,11 +961,46 @@ async fn execute_with_retry(
             step.retry.max_backoff_ms,
             attempt - attempts_before,
         );
-        tracing::info!(step = %step.id, attempt, error = %err, backoff_ms = backoff, "step failed; retrying");
+        let error = redact(&err.to_string(), a.secrets());
+        tracing::info!(step = %step.id, attempt, error = %error, backoff_ms = backoff, "step failed; retrying");
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(backoff)) => {}
             _ = a.killed() => return Ok(Outcome::Done(Err(err))),
         }
+    }
+}
+
+/// `text` with every secret value in it shown as `<secret:NAME>`: an action
+/// may echo what it was given (a webhook URL with its token in the path, an
+/// error quoting that URL), and that must not be stored or logged in clear.
+fn redact(text: &str, secrets: &BTreeMap<String, String>) -> String {
+    let mut secrets: Vec<_> = secrets.iter().filter(|(_, v)| !v.is_empty()).collect();
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = text.to_owned();
+    for (name, value) in secrets {
+        if out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), &format!("<secret:{name}>"));
+        }
+    }
+    out
+}
+
+/// [`redact`] over every string (and key) of a step's result.
+fn redact_value(v: &mut Value, secrets: &BTreeMap<String, String>) {
+    match v {
+        Value::String(s) => *s = redact(s, secrets),
+        Value::Array(items) => items.iter_mut().for_each(|i| redact_value(i, secrets)),
+        Value::Object(map) => {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    redact_value(&mut v, secrets);
+                    (redact(&k, secrets), v)
+                })
+                .collect();
+        }
+        _ => {}
     }
 }
 

@@ -29,6 +29,7 @@ use fincorp_api::rest::{
 };
 use fincorp_api::{UnixMs, now_ms};
 use fincorp_integrations::servicenow::{NewIncident, ServiceNowClient};
+use fincorp_integrations::vsphere::VsphereClient;
 use fincorp_playbooks::Playbook;
 use fincorp_playbooks::plan;
 use fincorp_playbooks::template::{PlaybookCtx, RunContext, RunCtx};
@@ -45,6 +46,8 @@ use crate::store::{StoreError, audit, runs};
 mod env;
 mod exec;
 mod schedule;
+#[cfg(test)]
+mod tests;
 
 pub use env::{Approvals, RunEnv};
 
@@ -78,6 +81,8 @@ pub struct Automation {
 pub struct Setup {
     pub bus: Arc<CommandBus>,
     pub servicenow: Option<ServiceNowClient>,
+    /// vCenter, for `vsphere.reallocate` and `failover`.
+    pub vsphere: Option<VsphereClient>,
     pub samples: Arc<Samples>,
     pub settings: config::Automation,
     pub secrets: config::Secrets,
@@ -94,9 +99,13 @@ impl Automation {
             engine: engine.clone(),
             decided: Notify::new(),
         });
+        let kill_switch = watch::Sender::new(kill.on);
         let env = Arc::new(RunEnv {
+            engine: engine.clone(),
+            kill: kill_switch.subscribe(),
             bus: setup.bus,
             servicenow: setup.servicenow,
+            vsphere: setup.vsphere,
             http: fincorp_api::http::client(Duration::from_secs(10)),
             samples: setup.samples,
             approvals,
@@ -117,7 +126,7 @@ impl Automation {
                 .collect(),
             secret_refs: setup.secrets,
             playbooks_dir: setup.playbooks_dir,
-            kill: watch::Sender::new(kill.on),
+            kill: kill_switch,
             locks: Locks::default(),
             gate: tokio::sync::Mutex::new(()),
             driving: Mutex::new(HashSet::new()),
@@ -397,6 +406,85 @@ impl Automation {
             plan: serde_json::to_value(&plan).unwrap_or(Value::Null),
             refusal: plan::dry_run_refusal(&plan).map(|e| e.to_string()),
         })
+    }
+
+    /// An operator runs a playbook for an incident now (audited). The run has
+    /// its own idempotency scope and meets every guardrail like any other;
+    /// its alert is the incident's newest one the trigger would match, else
+    /// its newest.
+    pub async fn run_manually(
+        self: &Arc<Self>,
+        playbook: &str,
+        incident_id: &str,
+        dry_run: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<String, OpError> {
+        let pb = self
+            .playbook(playbook)
+            .ok_or_else(|| OpError::NotFound(format!("no playbook {playbook:?}")))?;
+        if pb.trigger.incident().is_none() {
+            return Err(OpError::Invalid(format!(
+                "playbook {playbook} is scheduled; it has no incident to run for"
+            )));
+        }
+        let (engine, incident, by_s, reason_s, name) = (
+            self.engine.clone(),
+            incident_id.to_owned(),
+            by.to_owned(),
+            reason.to_owned(),
+            pb.name.clone(),
+        );
+        let wanted = pb
+            .trigger
+            .incident()
+            .map(|t| t.alerts.clone())
+            .unwrap_or_default();
+        let dry = dry_run || pb.guardrails.dry_run;
+        let id = blocking(move || {
+            engine.write(|tx| {
+                let alerts = crate::store::incident_alerts(tx, &incident)?;
+                let Some(alert) = alerts
+                    .iter()
+                    .find(|a| wanted.is_empty() || wanted.contains(&a.name))
+                    .or(alerts.first())
+                else {
+                    return Ok(Err(OpError::NoIncident(incident.clone())));
+                };
+                let run_id = format!("run-{}", fincorp_api::signing::random_hex(6));
+                let now = now_ms();
+                let new = runs::NewRun {
+                    id: run_id.clone(),
+                    playbook: &name,
+                    incident_id: Some(&incident),
+                    scope: format!("{incident}#manual-{run_id}"),
+                    trigger: format!("manual:{by_s}"),
+                    alert: Some(alert),
+                    target_host: Some(&alert.host),
+                    target_app: alert.app.as_deref(),
+                    dry_run: dry,
+                };
+                match runs::insert(tx, &new, now)? {
+                    Some(id) => {
+                        audit::append(
+                            tx,
+                            &by_s,
+                            "run.manual",
+                            &id,
+                            &json!({"playbook": name, "incident_id": incident, "dry_run": dry, "reason": reason_s}),
+                            now,
+                        )?;
+                        Ok(Ok(id))
+                    }
+                    None => Ok(Err(OpError::Conflict(format!(
+                        "a run of {name} for {incident} is already waiting to start"
+                    )))),
+                }
+            })
+        })
+        .await??;
+        self.start(id.clone());
+        Ok(id)
     }
 
     /// Reloads the playbooks directory. On any error the running set stays.

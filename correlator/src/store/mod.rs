@@ -286,6 +286,70 @@ fn alert_name(
         .optional()?)
 }
 
+/// The alerts of an incident in the core's form, newest first: what a
+/// trigger on the incident's resolution is matched against. (`event_id`
+/// names the alert episode; the events themselves are not kept.)
+pub fn incident_alerts(
+    conn: &Connection,
+    incident_id: &str,
+) -> Result<Vec<core::Alert>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT fingerprint, starts_at_ms, source, name, host, app, severity, status, metric, value,
+                threshold, summary, labels, updated_at_ms
+         FROM alerts WHERE incident_id = ?1 ORDER BY starts_at_ms DESC, received_at_ms DESC",
+    )?;
+    let rows: Vec<(core::Alert, String, String, String)> = stmt
+        .query_map([incident_id], |r| {
+            let fingerprint: String = r.get(0)?;
+            let starts_at_ms: UnixMs = r.get(1)?;
+            Ok((
+                core::Alert {
+                    event_id: format!("{fingerprint}@{starts_at_ms}"),
+                    source: r.get(2)?,
+                    fingerprint,
+                    status: AlertStatus::Firing,
+                    name: r.get(3)?,
+                    host: r.get(4)?,
+                    app: r.get(5)?,
+                    severity: Severity::Info,
+                    metric: r.get(8)?,
+                    value: r.get(9)?,
+                    threshold: r.get(10)?,
+                    summary: r.get(11)?,
+                    labels: BTreeMap::new(),
+                    starts_at_ms,
+                    at_ms: r.get(13)?,
+                },
+                r.get(6)?,
+                r.get(7)?,
+                r.get(12)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(mut a, severity, status, labels)| {
+            a.severity = parse_col(&severity, "alerts", "severity")?;
+            a.status = match status.as_str() {
+                "firing" => AlertStatus::Firing,
+                "resolved" => AlertStatus::Resolved,
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        table: "alerts",
+                        column: "status",
+                        value: status,
+                    });
+                }
+            };
+            a.labels = serde_json::from_str(&labels).map_err(|_| StoreError::Corrupt {
+                table: "alerts",
+                column: "labels",
+                value: labels,
+            })?;
+            Ok(a)
+        })
+        .collect()
+}
+
 /// Writes one effect of the correlation core.
 pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), StoreError> {
     match effect {
@@ -356,7 +420,13 @@ pub fn apply(tx: &Transaction<'_>, effect: &Effect, now: UnixMs) -> Result<(), S
                     "{} firing [{}]: {} ({})",
                     alert.name, alert.source, alert.summary, reason.detail
                 ),
-                &json!({"fingerprint": alert.fingerprint, "source": alert.source, "reason": reason}),
+                &json!({
+                    "fingerprint": alert.fingerprint,
+                    "source": alert.source,
+                    "reason": reason,
+                    "summary": alert.summary,
+                    "labels": alert.labels,
+                }),
             )?;
         }
         // A repeat of a firing alert is not a transition: its event is stored

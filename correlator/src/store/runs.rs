@@ -409,6 +409,21 @@ pub fn step_attempt(
     Ok(())
 }
 
+/// Records the progress of a running step (a rollout's batches so far) as
+/// its result, until it ends. A step that then fails keeps it.
+pub fn step_progress(
+    tx: &Connection,
+    run_id: &str,
+    step_id: &str,
+    progress: &Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE run_steps SET result = ?3 WHERE run_id = ?1 AND step_id = ?2 AND state = 'running'",
+        params![run_id, step_id, progress.to_string()],
+    )?;
+    Ok(())
+}
+
 /// How a step ended.
 #[derive(Debug, Clone)]
 pub struct StepEnd<'a> {
@@ -424,7 +439,8 @@ pub struct StepEnd<'a> {
     pub mutated: bool,
 }
 
-/// Records a step's end and moves the run's cursor, in one transaction.
+/// Records a step's end and moves the run's cursor, in one transaction. A
+/// step that ends without a result keeps the progress it recorded.
 pub fn step_finished(
     tx: &Transaction<'_>,
     run: &RunRow,
@@ -432,7 +448,7 @@ pub fn step_finished(
     now: UnixMs,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE run_steps SET state = ?3, result = ?4, error = ?5, finished_at_ms = ?6 WHERE run_id = ?1 AND seq = ?2",
+        "UPDATE run_steps SET state = ?3, result = COALESCE(?4, result), error = ?5, finished_at_ms = ?6 WHERE run_id = ?1 AND seq = ?2",
         params![run.id, end.seq, end.state.as_str(), end.result.map(Value::to_string), end.error, now],
     )?;
     tx.execute(

@@ -75,8 +75,8 @@ struct ServiceNowArgs {
 #[command(group(ArgGroup::new("password").required(true).args(["password_env", "password_file"])))]
 struct VsphereArgs {
     /// Address to listen on (port 0 picks a free port; the line printed on
-    /// start-up says which)
-    #[arg(long, default_value = "127.0.0.1:9472")]
+    /// start-up says which). 9472 is the agent's metrics port.
+    #[arg(long, default_value = "127.0.0.1:9473")]
     listen: SocketAddr,
     /// The one user accepted by POST /api/session
     #[arg(long, default_value = "fincorp-automation@vsphere.local")]
@@ -87,8 +87,11 @@ struct VsphereArgs {
     /// Read the user's password from this file (surrounding whitespace is ignored)
     #[arg(long, value_name = "PATH")]
     password_file: Option<PathBuf>,
-    /// The VMs to serve, a YAML or JSON file (default: the built-in
-    /// inventory: core-primary-ny, core-standby-london and one VM per app)
+    /// The VMs to serve, a YAML or JSON file: `vms:` with `name`, `host`,
+    /// `power_state`, `cpu_count`, `memory_mib` and optional `vm`,
+    /// `cores_per_socket`, hot-add settings, `guest_os` (example:
+    /// packaging/local/vsphere-inventory.yaml). Default: the built-in
+    /// inventory (core-primary-ny, core-standby-london and one VM per app)
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
     /// Sessions unused for this long expire, e.g. 30m (vCenter's default) or 2s

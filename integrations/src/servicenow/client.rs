@@ -509,6 +509,15 @@ impl ServiceNowClient {
         ]
     }
 
+    /// The GET [`find_active`](Self::find_active) sends.
+    pub fn plan_find_active(
+        &self,
+        correlation_id: &str,
+    ) -> Result<PlannedRequest, ServiceNowError> {
+        require("correlation_id", correlation_id)?;
+        Ok(self.planned(&self.lookup_request(correlation_id)))
+    }
+
     /// The PATCH [`update`](Self::update) sends, after the same checks.
     pub fn plan_update(
         &self,

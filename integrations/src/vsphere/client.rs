@@ -30,6 +30,15 @@ const VMS: &str = "api/vcenter/vm";
 /// The header that carries the session id after login.
 pub const SESSION_HEADER: &str = "vmware-api-session-id";
 const JSON: &str = "application/json";
+/// Stands in for a VM id in plans until the URL is rendered; only URL-safe
+/// characters, so escaping leaves it intact.
+const PLAN_VM_ID: &str = "fincorp-plan-vm-id";
+
+/// How a plan shows the id of the VM named `name`, which only the lookup
+/// by name (`GET /api/vcenter/vm?names=NAME`) will tell.
+pub fn vm_id_placeholder(name: &str) -> String {
+    format!("{{id of {name}}}")
+}
 
 /// A vSphere Automation REST client. Cheap to clone; clones share the
 /// connection pool and the session.
@@ -379,6 +388,52 @@ impl VsphereClient {
         action: PowerAction,
     ) -> Result<PlannedRequest, VsphereError> {
         Ok(self.planned_with_session(&self.power_request(vm, action)?))
+    }
+
+    /// The requests a power operation on the VM *named* `name` sends when
+    /// its id is not known yet (a dry run): the lookup by name
+    /// ([`find_vm`](Self::find_vm)), then the POST, whose URL shows the id
+    /// as [`vm_id_placeholder`] (`{id of NAME}`).
+    pub fn plan_power_named(
+        &self,
+        name: &str,
+        action: PowerAction,
+    ) -> Result<Vec<PlannedRequest>, VsphereError> {
+        let find = self.plan_find_vm(name)?;
+        let mut power = self.plan_power(PLAN_VM_ID, action)?;
+        power.url = power.url.replace(PLAN_VM_ID, &vm_id_placeholder(name));
+        Ok(vec![find, power])
+    }
+
+    /// The requests a CPU or memory change of the VM *named* `name` sends
+    /// when neither its id nor its hardware is known yet (a dry run): the
+    /// lookup by name, the read of the VM (the hot-add rules are checked
+    /// against it before anything else is sent), then the PATCH with
+    /// `size` as the new `count` or `size_MiB`. `size` is the exact number
+    /// when the playbook gives one, else a description of how it is derived
+    /// from what the read returns.
+    pub fn plan_hardware_named(
+        &self,
+        name: &str,
+        resource: Resource,
+        size: Value,
+    ) -> Result<Vec<PlannedRequest>, VsphereError> {
+        let find = self.plan_find_vm(name)?;
+        let shown = vm_id_placeholder(name);
+        let mut read = self.plan_vm(PLAN_VM_ID)?;
+        read.url = read.url.replace(PLAN_VM_ID, &shown);
+        let (segment, body) = match resource {
+            Resource::Cpu => ("cpu", json!({ "count": size })),
+            Resource::Memory => ("memory", json!({ "size_MiB": size })),
+        };
+        let request = self.prepare(
+            Method::PATCH,
+            self.vm_url(PLAN_VM_ID, &["hardware", segment])?,
+            Some(body),
+        );
+        let mut patch = self.planned_with_session(&request);
+        patch.url = patch.url.replace(PLAN_VM_ID, &shown);
+        Ok(vec![find, read, patch])
     }
 
     /// The requests [`set_cpu_count`](Self::set_cpu_count) sends when the
@@ -946,6 +1001,50 @@ mod unit_tests {
         assert_eq!(login.method, "POST");
         assert_eq!(login.url, "https://proxy.local/vc/api/session");
         assert_eq!(login.header("Authorization"), Some("Basic <redacted>"));
+    }
+
+    #[test]
+    fn plans_by_name_show_the_lookup_then_the_call_with_the_id_to_be_found() {
+        let c = client("https://vc.example");
+        let plan = c
+            .plan_power_named("core-ldn-01", PowerAction::Start)
+            .unwrap();
+        assert_eq!(plan.len(), 2);
+        assert_eq!(
+            (plan[0].method.as_str(), plan[0].url.as_str()),
+            ("GET", "https://vc.example/api/vcenter/vm?names=core-ldn-01")
+        );
+        assert_eq!(
+            (plan[1].method.as_str(), plan[1].url.as_str()),
+            (
+                "POST",
+                "https://vc.example/api/vcenter/vm/{id of core-ldn-01}/power?action=start"
+            )
+        );
+        assert_eq!(plan[1].header(SESSION_HEADER), Some("<redacted>"));
+        assert_eq!(plan[1].body, None);
+
+        let plan = c
+            .plan_hardware_named("hft-engine-ny-01", Resource::Memory, json!(20480))
+            .unwrap();
+        let shown: Vec<_> = plan
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.url))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "GET https://vc.example/api/vcenter/vm?names=hft-engine-ny-01",
+                "GET https://vc.example/api/vcenter/vm/{id of hft-engine-ny-01}",
+                "PATCH https://vc.example/api/vcenter/vm/{id of hft-engine-ny-01}/hardware/memory",
+            ]
+        );
+        assert_eq!(plan[2].body, Some(json!({"size_MiB": 20480})));
+        assert_eq!(plan[2].header("Content-Type"), Some("application/json"));
+        assert!(matches!(
+            c.plan_power_named(" ", PowerAction::Start),
+            Err(VsphereError::InvalidInput { .. })
+        ));
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! | CPU | `PATCH /api/vcenter/vm/{vm}/hardware/cpu {"count": N}` → 204 | [`VsphereClient::plan_set_cpu_count`] |
 //! | memory | `PATCH /api/vcenter/vm/{vm}/hardware/memory {"size_MiB": M}` → 204 | [`VsphereClient::plan_set_memory_mib`] |
 //!
+//! Dry runs of actions that name a VM rather than its id use
+//! [`VsphereClient::plan_power_named`] and
+//! [`VsphereClient::plan_hardware_named`]: the lookup by name, then the
+//! call with the id shown as `{id of NAME}`.
+//!
 //! Every call after login carries the `vmware-api-session-id` header. The
 //! session is shared by a client's clones, created on first use, and
 //! re-created once when vCenter answers 401 (an idle session expires).
@@ -43,7 +48,7 @@ mod types;
 mod tests;
 
 pub use crate::plan::PlannedRequest;
-pub use client::{SESSION_HEADER, VsphereClient};
+pub use client::{SESSION_HEADER, VsphereClient, vm_id_placeholder};
 pub use error::{ErrorType, VsphereError};
 pub use rules::{check_cpu, check_memory, validate_cpu_count, validate_memory_mib};
 pub use types::{

@@ -14,15 +14,19 @@ use std::time::Duration;
 use fincorp_api::wire::{CommandAction, CommandResult};
 use fincorp_integrations::plan::PlannedRequest;
 use fincorp_integrations::servicenow::ServiceNowClient;
+use fincorp_integrations::vsphere::VsphereClient;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
 pub mod approval;
 pub mod exec;
+pub mod failover;
 pub mod notify;
 pub mod reallocate;
+pub mod rolling_patch;
 pub mod servicenow;
+pub mod vsphere;
 pub mod wait_for;
 
 /// A boxed future, so actions can be trait objects.
@@ -64,10 +68,16 @@ pub fn registry() -> &'static [&'static dyn Action] {
     &[
         &reallocate::Reallocate,
         &servicenow::Create,
+        &servicenow::Update,
+        &servicenow::Resolve,
+        &servicenow::Event,
+        &rolling_patch::RollingPatch,
         &notify::Notify,
         &wait_for::WaitFor,
         &approval::ApprovalAction,
         &exec::Exec,
+        &vsphere::Reallocate,
+        &failover::Failover,
     ]
 }
 
@@ -87,6 +97,15 @@ pub enum Planned {
     Wait { description: String },
     /// Waiting for an operator.
     Approval { prompt: String, timeout_ms: i64 },
+    /// A maintenance silence created in the correlator (alerts matching
+    /// every matcher stay out of incidents).
+    Silence {
+        matchers: Vec<String>,
+        duration_ms: i64,
+        comment: String,
+    },
+    /// Context for the requests that follow (a batch, a condition).
+    Note { text: String },
 }
 
 /// One parameter of an action.
@@ -284,6 +303,9 @@ pub trait Env: Send + Sync {
     /// The ServiceNow client, when configured.
     fn servicenow(&self) -> Option<&ServiceNowClient>;
 
+    /// The vCenter client, when configured (`integrations.vsphere`).
+    fn vsphere(&self) -> Option<&VsphereClient>;
+
     /// The HTTP client for webhooks.
     fn http(&self) -> &reqwest::Client;
 
@@ -301,6 +323,39 @@ pub trait Env: Send + Sync {
         prompt: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<Decision>, String>>;
+
+    /// When the latest fresh sample of `host` was taken (Unix ms, the
+    /// agent's clock), so a health check can wait for a sample taken after
+    /// a change instead of trusting one from before it.
+    fn sampled_at(&self, host: &str) -> Option<i64>;
+
+    /// Creates a silence: alerts matching every matcher (`host=web01`,
+    /// `app=~FINCORP-.*`) stay out of incidents for `duration`, or until
+    /// expired. Audited as `created_by`. Returns the silence's id.
+    fn create_silence<'a>(
+        &'a self,
+        matchers: Vec<String>,
+        duration: Duration,
+        created_by: &'a str,
+        comment: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>>;
+
+    /// Expires a silence now (audited as `by`).
+    fn expire_silence<'a>(&'a self, id: &'a str, by: &'a str) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Records how far a long step has got: shown as the result of the
+    /// running step `step_id` of `run_id` in the run record, and kept if
+    /// the step fails. Best effort.
+    fn progress<'a>(
+        &'a self,
+        run_id: &'a str,
+        step_id: &'a str,
+        progress: &'a Value,
+    ) -> BoxFuture<'a, ()>;
+
+    /// True once automation must stop (the kill switch): a long action
+    /// halts at its next safe point instead of starting more work.
+    fn stop_requested(&self) -> bool;
 }
 
 /// Identity and limits of the step being planned or executed.

@@ -1,18 +1,22 @@
 //! A scripted [`Env`] for unit tests: agent commands answered by a closure
-//! and recorded, metrics from a map that tests change while a step waits,
-//! approvals decided up front. No network.
+//! and recorded, metrics from a map that tests change while a step waits
+//! (every read of a host's sample time sees a newer sample), approvals
+//! decided up front, silences and progress recorded. No network except an
+//! optional ServiceNow client (pointed at the simulator).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fincorp_api::wire::{CommandAction, CommandResult};
 use fincorp_integrations::servicenow::ServiceNowClient;
+use fincorp_integrations::vsphere::VsphereClient;
 
 use super::{BoxFuture, Decision, Env};
 
 /// (host, app, metric) -> value.
-type Metrics = HashMap<(String, Option<String>, String), f64>;
+pub(crate) type Metrics = HashMap<(String, Option<String>, String), f64>;
 type Responder =
     Box<dyn Fn(&str, &str, &CommandAction) -> Result<CommandResult, String> + Send + Sync>;
 
@@ -20,12 +24,36 @@ pub(crate) struct FakeEnv {
     responder: Responder,
     /// (host, command id, action) of every command sent, in order.
     pub sent: Mutex<Vec<(String, String, CommandAction)>>,
-    pub metrics: Mutex<Metrics>,
+    /// Shared, so a responder can change metrics when a command arrives.
+    pub metrics: Arc<Mutex<Metrics>>,
     /// The decision every approval gets (`None`: nobody answers).
     pub decision: Option<Decision>,
     /// (run, step, prompt, timeout) of every approval asked for.
     pub asked: Mutex<Vec<(String, String, String, Duration)>>,
+    /// The vCenter client (`None`: vSphere not configured).
+    pub vsphere: Option<VsphereClient>,
+    /// The ServiceNow client (`None`: ServiceNow not configured).
+    pub servicenow: Option<ServiceNowClient>,
+    /// Every silence created, in order.
+    pub silences: Mutex<Vec<FakeSilence>>,
+    /// Every progress report, in order.
+    pub progress: Mutex<Vec<serde_json::Value>>,
+    /// What `stop_requested` answers (the kill switch).
+    pub stop: AtomicBool,
+    /// Sample times: each read answers a newer one.
+    sample_clock: AtomicI64,
     http: reqwest::Client,
+}
+
+/// A silence created through [`FakeEnv`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FakeSilence {
+    pub id: String,
+    pub matchers: Vec<String>,
+    pub duration: Duration,
+    pub created_by: String,
+    pub comment: String,
+    pub expired: bool,
 }
 
 impl FakeEnv {
@@ -38,9 +66,15 @@ impl FakeEnv {
         FakeEnv {
             responder: Box::new(responder),
             sent: Mutex::default(),
-            metrics: Mutex::default(),
+            metrics: Arc::default(),
             decision: None,
             asked: Mutex::default(),
+            vsphere: None,
+            servicenow: None,
+            silences: Mutex::default(),
+            progress: Mutex::default(),
+            stop: AtomicBool::new(false),
+            sample_clock: AtomicI64::new(1_000),
             http: fincorp_api::http::client(Duration::from_secs(5)),
         }
     }
@@ -70,7 +104,11 @@ impl Env for FakeEnv {
     }
 
     fn servicenow(&self) -> Option<&ServiceNowClient> {
-        None
+        self.servicenow.as_ref()
+    }
+
+    fn vsphere(&self) -> Option<&VsphereClient> {
+        self.vsphere.as_ref()
     }
 
     fn http(&self) -> &reqwest::Client {
@@ -98,6 +136,62 @@ impl Env for FakeEnv {
             .push((run_id.into(), step_id.into(), prompt.into(), timeout));
         let d = self.decision.clone();
         Box::pin(async move { Ok(d) })
+    }
+
+    fn sampled_at(&self, host: &str) -> Option<i64> {
+        let known = self.metrics.lock().unwrap().keys().any(|(h, ..)| h == host);
+        known.then(|| self.sample_clock.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    fn create_silence<'a>(
+        &'a self,
+        matchers: Vec<String>,
+        duration: Duration,
+        created_by: &'a str,
+        comment: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        let mut silences = self.silences.lock().unwrap();
+        let id = format!("sil-{}", silences.len() + 1);
+        silences.push(FakeSilence {
+            id: id.clone(),
+            matchers,
+            duration,
+            created_by: created_by.into(),
+            comment: comment.into(),
+            expired: false,
+        });
+        Box::pin(async move { Ok(id) })
+    }
+
+    fn expire_silence<'a>(
+        &'a self,
+        id: &'a str,
+        _by: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let mut silences = self.silences.lock().unwrap();
+        let found = silences.iter_mut().find(|s| s.id == id && !s.expired);
+        let answer = match found {
+            Some(s) => {
+                s.expired = true;
+                Ok(())
+            }
+            None => Err(format!("no active silence {id}")),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn progress<'a>(
+        &'a self,
+        _run_id: &'a str,
+        _step_id: &'a str,
+        progress: &'a serde_json::Value,
+    ) -> BoxFuture<'a, ()> {
+        self.progress.lock().unwrap().push(progress.clone());
+        Box::pin(async {})
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 }
 

@@ -4,9 +4,14 @@
 
 mod alertmanager_interop;
 mod audit_chain;
+mod dashboard;
 mod ingest_crash;
+mod predict_ramp;
 mod run_crash;
 mod run_lock;
 mod s1_chaos_spike;
+mod s2_ticketing;
+mod s3_failover;
+mod s4_rolling_patch;
 mod s5_agent_spool;
 mod s6_guardrails;

@@ -337,6 +337,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_local_inventory_is_valid_and_has_cores_failover_pair() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../packaging/local/vsphere-inventory.yaml");
+        let inv = Inventory::load(&path).unwrap_or_else(|d| panic!("{d}"));
+        let by_name = |n: &str| inv.vms.iter().find(|v| v.name == n).unwrap();
+        assert_eq!(by_name("core-ny-01").power_state, PowerState::PoweredOn);
+        assert_eq!(by_name("core-ldn-01").power_state, PowerState::PoweredOff);
+        assert_eq!(by_name("core-ldn-01").vm, "vm-2001");
+        assert_ne!(by_name("core-ny-01").host, by_name("core-ldn-01").host);
+    }
+
+    #[test]
     fn duplicate_and_colliding_ids_are_refused() {
         let mut inv = Inventory::default();
         inv.vms[1].vm = inv.vms[0].vm.clone();

@@ -116,6 +116,32 @@ async fn a_token_is_refreshed_before_it_expires_without_a_401() {
 }
 
 #[tokio::test]
+async fn a_token_that_expired_while_idle_is_renewed_before_the_next_call() {
+    // A 1 s token, then 1.5 s of quiet: the instance would refuse it now.
+    let (sim, client) = start_oauth(Duration::from_secs(1)).await;
+    client.find_active("inc-idle").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sim.state.live_access_tokens(),
+        0,
+        "the instance has expired it"
+    );
+    client.ensure_incident(&incident("inc-idle")).await.unwrap();
+    assert_eq!(grants(&sim), ["password", "refresh_token"]);
+    assert_eq!(
+        schemes(&sim),
+        [
+            row("POST", TOKEN, None, 200),
+            row("GET", TABLE, Some("Bearer"), 200),
+            row("POST", TOKEN, None, 200),
+            row("GET", TABLE, Some("Bearer"), 200),
+            row("POST", TABLE, Some("Bearer"), 201),
+        ],
+        "renewed first: no request went out with the expired token"
+    );
+}
+
+#[tokio::test]
 async fn a_401_with_a_stale_token_renews_it_once_and_resends() {
     let (sim, client) = start_oauth(LONG).await;
     client.find_active("inc-stale").await.unwrap();

@@ -116,41 +116,51 @@ impl Action for Exec {
                 .agent_command(&host, &ctx.idempotency_key, action, wait)
                 .await
                 .map_err(ActionError::Failed)?;
-            match (result.outcome, result.detail) {
-                (
-                    CommandOutcome::Applied,
-                    Some(CommandDetail::Script {
-                        script,
-                        exit_code,
-                        timed_out,
-                        duration_ms,
-                        stdout,
-                        stderr,
-                    }),
-                ) => {
-                    let out = json!({"host": host, "script": script, "exit_code": exit_code, "timed_out": timed_out,
-                                     "duration_ms": duration_ms, "stdout": stdout, "stderr": stderr});
-                    if exit_code == Some(0) {
-                        Ok(ActionOutput {
-                            result: out,
-                            ticket: None,
-                        })
-                    } else {
-                        Err(ActionError::Failed(format!(
-                            "{script} on {host} exited with {exit_code:?} (timed out: {timed_out}): {}",
-                            stderr.trim()
-                        )))
-                    }
-                }
-                (CommandOutcome::Refused, _) => Err(ActionError::Refused(format!(
-                    "agent on {host}: {}",
-                    result.message
-                ))),
-                (_, _) => Err(ActionError::Failed(format!(
-                    "agent on {host}: {}",
-                    result.message
-                ))),
-            }
+            script_result(&host, result).map(|result| ActionOutput {
+                result,
+                ticket: None,
+            })
         })
+    }
+}
+
+/// What a script command's answer means: its exit, output and timing on
+/// success (exit 0), else why it failed or was refused.
+pub(crate) fn script_result(
+    host: &str,
+    result: fincorp_api::wire::CommandResult,
+) -> Result<Value, ActionError> {
+    match (result.outcome, result.detail) {
+        (
+            CommandOutcome::Applied,
+            Some(CommandDetail::Script {
+                script,
+                exit_code,
+                timed_out,
+                duration_ms,
+                stdout,
+                stderr,
+            }),
+        ) => {
+            if exit_code == Some(0) {
+                Ok(
+                    json!({"host": host, "script": script, "exit_code": exit_code, "timed_out": timed_out,
+                          "duration_ms": duration_ms, "stdout": stdout, "stderr": stderr}),
+                )
+            } else {
+                Err(ActionError::Failed(format!(
+                    "{script} on {host} exited with {exit_code:?} (timed out: {timed_out}): {}",
+                    stderr.trim()
+                )))
+            }
+        }
+        (CommandOutcome::Refused, _) => Err(ActionError::Refused(format!(
+            "agent on {host}: {}",
+            result.message
+        ))),
+        (_, _) => Err(ActionError::Failed(format!(
+            "agent on {host}: {}",
+            result.message
+        ))),
     }
 }
