@@ -9,6 +9,32 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 /// How much of a non-JSON error body goes into an error message.
 const SNIPPET_CHARS: usize = 200;
 
+/// Checks basic-auth credentials and a timeout from a client's config;
+/// returns the password. Messages never echo the secret.
+pub(crate) fn check_login(
+    username: &str,
+    password: &fincorp_api::config::Secret,
+    timeout: Duration,
+) -> Result<String, String> {
+    if username.trim().is_empty() {
+        return Err("username must not be empty".into());
+    }
+    if username.contains(':') {
+        return Err("username must not contain ':' (basic auth)".into());
+    }
+    let password = password
+        .expose_str()
+        .map_err(|e| format!("password: {e}"))?
+        .to_owned();
+    if password.is_empty() {
+        return Err("password must not be empty".into());
+    }
+    if timeout.is_zero() {
+        return Err("timeout must be greater than zero".into());
+    }
+    Ok(password)
+}
+
 /// Checks a configured base URL and returns it ending in `/`. The message
 /// never echoes the URL: it might carry credentials.
 pub(crate) fn parse_base_url(url: &str, what: &str) -> Result<Url, String> {

@@ -168,7 +168,42 @@ pub fn plan(playbook: &Playbook, ctx: &RunContext, env: &dyn Env, scope: &str) -
         .iter()
         .map(|s| plan_step(s, &pending))
         .collect();
-    let g = &playbook.guardrails;
+    Plan {
+        playbook: playbook.name.clone(),
+        trigger: describe_trigger(&playbook.trigger),
+        guardrails: describe_guardrails(&playbook.guardrails),
+        steps,
+        rollback,
+    }
+}
+
+/// A trigger in words, for plans and listings.
+pub fn describe_trigger(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Schedule { text, .. } => format!("schedule {text}"),
+        Trigger::Incident(t) => {
+            let list = |l: &[String]| {
+                if l.is_empty() {
+                    "any".to_owned()
+                } else {
+                    l.join(", ")
+                }
+            };
+            let on: Vec<_> = t.on.iter().map(|c| c.as_str()).collect();
+            format!(
+                "incident {}; alert {}; app {}; source {}; severity >= {}",
+                on.join(" or "),
+                list(&t.alerts),
+                list(&t.apps),
+                list(&t.sources),
+                t.min_severity
+            )
+        }
+    }
+}
+
+/// Guardrails in words, one phrase each, for plans and listings.
+pub fn describe_guardrails(g: &crate::model::Guardrails) -> Vec<String> {
     let mut guardrails = Vec::new();
     let budget = |b: &crate::model::Budget| format!("{} runs per {}", b.max, human_ms(b.per_ms));
     match (&g.per_playbook, &g.per_target) {
@@ -194,33 +229,7 @@ pub fn plan(playbook: &Playbook, ctx: &RunContext, env: &dyn Env, scope: &str) -
     if g.dry_run {
         guardrails.push("dry run: nothing is executed".into());
     }
-    Plan {
-        playbook: playbook.name.clone(),
-        trigger: match &playbook.trigger {
-            Trigger::Schedule { text, .. } => format!("schedule {text}"),
-            Trigger::Incident(t) => {
-                let list = |l: &[String]| {
-                    if l.is_empty() {
-                        "any".to_owned()
-                    } else {
-                        l.join(", ")
-                    }
-                };
-                let on: Vec<_> = t.on.iter().map(|c| c.as_str()).collect();
-                format!(
-                    "incident {}; alert {}; app {}; source {}; severity >= {}",
-                    on.join(" or "),
-                    list(&t.alerts),
-                    list(&t.apps),
-                    list(&t.sources),
-                    t.min_severity
-                )
-            }
-        },
-        guardrails,
-        steps,
-        rollback,
-    }
+    guardrails
 }
 
 /// A duration in the largest whole unit: `1h`, `15m`, `90s`, `250ms`.

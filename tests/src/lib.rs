@@ -688,3 +688,88 @@ pub fn runs(stack: &Stack, query: &str) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+/// Kills a chaos command (its burner then sees EOF and exits) and removes
+/// the test's cgroup and its parent, also when an assertion fails.
+pub struct ChaosGuard {
+    pub chaos: Option<Child>,
+    pub cgroup: PathBuf,
+}
+
+impl Drop for ChaosGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.chaos {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(parent) = self.cgroup.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// The agent script the two-change playbooks run: appends `mark WORD` to a
+/// file, so a test counts at the target how often each change ran.
+pub const MARK_SCRIPT: &str = "#!/bin/sh\necho \"mark $2\" >> \"$1\"\n";
+
+/// A playbook making two changes on the incident's host (`exec mark.sh
+/// first`, then `second`) with a wait of `settle` between them that never
+/// succeeds (so the run sits there, then goes on).
+pub fn two_changes_playbook(
+    name: &str,
+    app: &str,
+    alert: &str,
+    marks: &Path,
+    settle: &str,
+) -> String {
+    format!(
+        "version: 1
+name: {name}
+description: two changes with a settling wait between them
+trigger:
+  apps: [{app}]
+  alerts: [{alert}]
+guardrails:
+  rate_limit:
+    per_target: {{max: 5, per: 1h}}
+steps:
+  - id: first
+    action: exec
+    with:
+      host: \"{{{{ incident.host }}}}\"
+      script: mark.sh
+      args: [\"{marks}\", first]
+  - id: settle
+    action: wait_for
+    with:
+      host: \"{{{{ incident.host }}}}\"
+      metric: cpu
+      op: \"<\"
+      value: -1
+      within: {settle}
+    on_failure: continue
+  - id: second
+    action: exec
+    with:
+      host: \"{{{{ incident.host }}}}\"
+      script: mark.sh
+      args: [\"{marks}\", second]
+",
+        marks = marks.display()
+    )
+}
+
+/// Lines of a file containing `word` (0 when it does not exist yet).
+pub fn count_lines(path: &Path, word: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(word))
+        .count()
+}

@@ -338,26 +338,18 @@ impl Automation {
         self.engine
             .playbooks()
             .iter()
-            .map(|p| {
-                let plan = plan::plan(
-                    p,
-                    &fincorp_playbooks::template::sample_context(&p.name, None),
-                    &plan::PlanOnlyEnv::new(None),
-                    "view",
-                );
-                PlaybookView {
-                    name: p.name.clone(),
-                    description: p.description.trim().to_owned(),
-                    file: p.file.display().to_string(),
-                    trigger: plan.trigger,
-                    guardrails: plan.guardrails,
-                    steps: p
-                        .steps
-                        .iter()
-                        .map(|s| format!("{} ({})", s.id, s.action))
-                        .collect(),
-                    mutating: p.mutates(),
-                }
+            .map(|p| PlaybookView {
+                name: p.name.clone(),
+                description: p.description.trim().to_owned(),
+                file: p.file.display().to_string(),
+                trigger: plan::describe_trigger(&p.trigger),
+                guardrails: plan::describe_guardrails(&p.guardrails),
+                steps: p
+                    .steps
+                    .iter()
+                    .map(|s| format!("{} ({})", s.id, s.action))
+                    .collect(),
+                mutating: p.mutates(),
             })
             .collect()
     }

@@ -22,8 +22,8 @@ use super::types::{
     check_field_name, require,
 };
 use crate::http::{
-    content_type, endpoint, error_chain, looks_like_json, millis, parse_base_url, redirect_message,
-    unstructured_message,
+    check_login, content_type, endpoint, error_chain, looks_like_json, millis, parse_base_url,
+    redirect_message, unstructured_message,
 };
 use crate::plan::{PlannedRequest, REDACTED_BASIC, REDACTED_BEARER};
 use crate::retry::{Retry, RetryPolicy, delay_before_next, random_u64};
@@ -235,27 +235,8 @@ impl ServiceNowClient {
         options: ServiceNowOptions,
     ) -> Result<Self, ServiceNowError> {
         let base = parse_base_url(&cfg.url, "instance").map_err(ServiceNowError::Config)?;
-        if cfg.username.trim().is_empty() {
-            return Err(ServiceNowError::Config("username must not be empty".into()));
-        }
-        if cfg.username.contains(':') {
-            return Err(ServiceNowError::Config(
-                "username must not contain ':' (basic auth)".into(),
-            ));
-        }
-        let password = cfg
-            .password
-            .expose_str()
-            .map_err(|e| ServiceNowError::Config(format!("password: {e}")))?
-            .to_owned();
-        if password.is_empty() {
-            return Err(ServiceNowError::Config("password must not be empty".into()));
-        }
-        if cfg.timeout.is_zero() {
-            return Err(ServiceNowError::Config(
-                "timeout must be greater than zero".into(),
-            ));
-        }
+        let password = check_login(&cfg.username, &cfg.password, cfg.timeout)
+            .map_err(ServiceNowError::Config)?;
         if let Err(problems) = options.field_mapping.validate() {
             let text: Vec<String> = problems
                 .iter()

@@ -19,8 +19,8 @@ use super::types::{
     VsphereConfig,
 };
 use crate::http::{
-    content_type, endpoint, error_chain, looks_like_json, millis, parse_base_url, redirect_message,
-    unstructured_message,
+    check_login, content_type, endpoint, error_chain, looks_like_json, millis, parse_base_url,
+    redirect_message, unstructured_message,
 };
 use crate::plan::{PlannedRequest, REDACTED, REDACTED_BASIC};
 use crate::retry::{Retry, RetryPolicy, delay_before_next, random_u64};
@@ -160,27 +160,8 @@ impl VsphereClient {
     /// in: the first call does.
     pub fn new(cfg: VsphereConfig) -> Result<Self, VsphereError> {
         let base = parse_base_url(&cfg.url, "vcenter").map_err(VsphereError::Config)?;
-        if cfg.username.trim().is_empty() {
-            return Err(VsphereError::Config("username must not be empty".into()));
-        }
-        if cfg.username.contains(':') {
-            return Err(VsphereError::Config(
-                "username must not contain ':' (basic auth)".into(),
-            ));
-        }
-        let password = cfg
-            .password
-            .expose_str()
-            .map_err(|e| VsphereError::Config(format!("password: {e}")))?
-            .to_owned();
-        if password.is_empty() {
-            return Err(VsphereError::Config("password must not be empty".into()));
-        }
-        if cfg.timeout.is_zero() {
-            return Err(VsphereError::Config(
-                "timeout must be greater than zero".into(),
-            ));
-        }
+        let password =
+            check_login(&cfg.username, &cfg.password, cfg.timeout).map_err(VsphereError::Config)?;
         let http = fincorp_api::http::client_builder(cfg.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()

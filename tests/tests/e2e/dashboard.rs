@@ -341,31 +341,6 @@ fn artifacts_dir() -> PathBuf {
         .join("test-artifacts")
 }
 
-/// Kills the chaos command and removes the test's cgroups, also when an
-/// assertion fails.
-struct Cleanup {
-    chaos: Option<std::process::Child>,
-    cgroup: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.chaos {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Some(parent) = self.cgroup.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
-
 fn kill_switch(stack: &Stack) -> KillSwitchView {
     serde_json::from_value(stack.api_get("/api/v1/automation/kill-switch")).unwrap()
 }
@@ -443,7 +418,7 @@ fn dashboard_shows_the_chaos_incident_live_with_reallocation_ticket_and_kill_swi
         .stderr(std::fs::File::create(&chaos_log).unwrap())
         .spawn()
         .expect("start fincorpctl");
-    let mut guard = Cleanup {
+    let mut guard = ChaosGuard {
         chaos: Some(chaos),
         cgroup: cgroup_dir(&cgroup),
     };

@@ -7,7 +7,7 @@
 //! agent's `cpu_high` threshold alert even starts; `cpu_high` then joins
 //! the same incident and the prediction resolves as fulfilled.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -19,31 +19,6 @@ use serde_json::Value;
 
 const APP: &str = "FINCORP-APP-TRANSPROC-TEST";
 const PLAYBOOK: &str = "transproc-cpu-prediction";
-
-/// Kills the chaos command (its burner then sees EOF and exits) and removes
-/// the test's cgroups, also when an assertion fails.
-struct Cleanup {
-    chaos: Option<std::process::Child>,
-    cgroup: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.chaos {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Some(parent) = self.cgroup.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
 
 /// The correlator's `/metrics` as text.
 fn metrics(api: &str) -> String {
@@ -200,7 +175,7 @@ fn predict_ramp_is_forecast_into_an_incident_and_acted_on_before_the_cpu_thresho
         .stderr(Stdio::piped())
         .spawn()
         .expect("start fincorpctl");
-    let mut guard = Cleanup {
+    let mut guard = ChaosGuard {
         chaos: Some(chaos),
         cgroup: cgroup_dir(&cgroup),
     };

@@ -6,23 +6,15 @@
 //! webhook) is marked interrupted instead, and the webhook is not called
 //! again.
 
-use std::path::Path;
 use std::time::Duration;
 
 use fincorp_tests::{
-    Recorder, Stack, StackConfig, post_json, runs, scripts_dir, serial, wait_for, write_script,
+    MARK_SCRIPT, Recorder, Stack, StackConfig, count_lines, post_json, runs, scripts_dir, serial,
+    two_changes_playbook, wait_for, write_script,
 };
 use serde_json::json;
 
 const APP: &str = "FINCORP-APP-TRANSPROC-CRASH";
-
-fn count(path: &Path, word: &str) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(word))
-        .count()
-}
 
 #[test]
 fn a_run_killed_between_two_mutating_steps_resumes_without_repeating_a_step() {
@@ -31,50 +23,12 @@ fn a_run_killed_between_two_mutating_steps_resumes_without_repeating_a_step() {
     let scripts = scripts_dir(work.path());
     let marks = work.path().join("marks.log");
     let slow_hook = Recorder::start_delayed(Duration::from_secs(8));
-    write_script(
-        &scripts,
-        "mark.sh",
-        "#!/bin/sh\necho \"mark $2\" >> \"$1\"\n",
-    );
+    write_script(&scripts, "mark.sh", MARK_SCRIPT);
     let pb = work.path().join("playbooks");
     std::fs::create_dir_all(&pb).unwrap();
     std::fs::write(
         pb.join("two-changes.yaml"),
-        format!(
-            "version: 1
-name: two-changes
-description: two changes with a settling wait between them
-trigger:
-  apps: [{APP}]
-  alerts: [config_drift]
-guardrails:
-  rate_limit:
-    per_target: {{max: 5, per: 1h}}
-steps:
-  - id: first
-    action: exec
-    with:
-      host: \"{{{{ incident.host }}}}\"
-      script: mark.sh
-      args: [\"{marks}\", first]
-  - id: settle
-    action: wait_for
-    with:
-      host: \"{{{{ incident.host }}}}\"
-      metric: cpu
-      op: \"<\"
-      value: -1
-      within: 8s
-    on_failure: continue
-  - id: second
-    action: exec
-    with:
-      host: \"{{{{ incident.host }}}}\"
-      script: mark.sh
-      args: [\"{marks}\", second]
-",
-            marks = marks.display()
-        ),
+        two_changes_playbook("two-changes", APP, "config_drift", &marks, "8s"),
     )
     .unwrap();
     std::fs::write(
@@ -123,8 +77,8 @@ steps:
         },
     );
     stack.correlator.as_mut().unwrap().kill();
-    assert_eq!(count(&marks, "mark first"), 1);
-    assert_eq!(count(&marks, "mark second"), 0);
+    assert_eq!(count_lines(&marks, "mark first"), 1);
+    assert_eq!(count_lines(&marks, "mark second"), 0);
     stack.start_correlator();
 
     let run = wait_for(
@@ -162,11 +116,11 @@ steps:
         "{run}"
     );
     assert_eq!(
-        count(&marks, "mark first"),
+        count_lines(&marks, "mark first"),
         1,
         "the completed change ran twice"
     );
-    assert_eq!(count(&marks, "mark second"), 1);
+    assert_eq!(count_lines(&marks, "mark second"), 1);
 
     // Kill inside a step that is not idempotent: marked interrupted.
     assert_eq!(post_json(&events, &ev("receiver_check")).0, 200);

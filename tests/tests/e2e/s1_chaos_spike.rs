@@ -5,7 +5,7 @@
 //! ServiceNow gets exactly one ticket, and the incident resolves after the
 //! spike ends.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -15,31 +15,6 @@ use fincorp_tests::*;
 use serde_json::Value;
 
 const APP: &str = "FINCORP-APP-HFT-TEST";
-
-/// Kills the chaos command (its burner then sees EOF and exits) and removes
-/// the test's cgroups, also when an assertion fails.
-struct Cleanup {
-    chaos: Option<std::process::Child>,
-    cgroup: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.chaos {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Some(parent) = self.cgroup.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
 
 /// The CPU the process got over `window`, in cores.
 fn measure_cores(pid: u32, window: Duration) -> f64 {
@@ -112,7 +87,7 @@ fn s1_chaos_cpu_spike_is_detected_remediated_ticketed_and_resolved() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start fincorpctl");
-    let mut guard = Cleanup {
+    let mut guard = ChaosGuard {
         chaos: Some(chaos),
         cgroup: cgroup_dir(&cgroup),
     };

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fincorp_tests::{
-    Recorder, Stack, StackConfig, post_json, runs, scripts_dir, serial, wait_for, write_script,
+    MARK_SCRIPT, Recorder, Stack, StackConfig, count_lines, post_json, runs, scripts_dir, serial,
+    two_changes_playbook, wait_for, write_script,
 };
 use serde_json::{Value, json};
 
@@ -68,55 +69,13 @@ steps:
     .unwrap();
     std::fs::write(
         dir.join("s6-long.yaml"),
-        format!(
-            "version: 1
-name: s6-long
-description: a long maintenance with a wait between two changes
-trigger:
-  apps: [{LONG_APP}]
-  alerts: [maintenance_due]
-guardrails:
-  rate_limit:
-    per_target: {{max: 5, per: 1h}}
-steps:
-  - id: first
-    action: exec
-    with:
-      host: \"{{{{ incident.host }}}}\"
-      script: mark.sh
-      args: [\"{marks}\", first]
-  - id: settle
-    action: wait_for
-    with:
-      host: \"{{{{ incident.host }}}}\"
-      metric: cpu
-      op: \"<\"
-      value: -1
-      within: 60s
-    on_failure: continue
-  - id: second
-    action: exec
-    with:
-      host: \"{{{{ incident.host }}}}\"
-      script: mark.sh
-      args: [\"{marks}\", second]
-",
-            marks = marks.display()
-        ),
+        two_changes_playbook("s6-long", LONG_APP, "maintenance_due", marks, "60s"),
     )
     .unwrap();
 }
 
 fn event(host: &str, app: &str, name: &str) -> Value {
     json!({"events": [{"source": "hardware", "name": name, "host": host, "app": app, "severity": "critical"}]})
-}
-
-fn lines(path: &Path, word: &str) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(word))
-        .count()
 }
 
 fn run_states(stack: &Stack, playbook: &str) -> Vec<(String, u64)> {
@@ -182,11 +141,7 @@ ev='{"source":"hardware","name":"svc_down","host":"'"$host"'","app":"'"$app"'","
   -d '{"events":['"$ev"',"status":"resolved"},'"$ev"',"status":"firing"}]}' "$url/api/v1/ingest/events"
 "#,
     );
-    write_script(
-        &scripts,
-        "mark.sh",
-        "#!/bin/sh\necho \"mark $2\" >> \"$1\"\n",
-    );
+    write_script(&scripts, "mark.sh", MARK_SCRIPT);
     stack.start_agent();
     let host = stack.host.clone();
     let events = format!("{}/api/v1/ingest/events", stack.api);
@@ -253,7 +208,7 @@ ev='{"source":"hardware","name":"svc_down","host":"'"$host"'","app":"'"$app"'","
     );
     // Exactly three restarts reached the target.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(lines(&marks, &format!("restart {DEPTH_APP}")), 3);
+    assert_eq!(count_lines(&marks, &format!("restart {DEPTH_APP}")), 3);
 
     // While tripped, a fresh trigger is blocked by the breaker, not run.
     assert_eq!(post_json(&events, &json!({"events": [
@@ -269,7 +224,7 @@ ev='{"source":"hardware","name":"svc_down","host":"'"$host"'","app":"'"$app"'","
         },
     );
     assert!(r["reason"].as_str().unwrap().contains("is tripped"), "{r}");
-    assert_eq!(lines(&marks, &format!("restart {DEPTH_APP}")), 3);
+    assert_eq!(count_lines(&marks, &format!("restart {DEPTH_APP}")), 3);
     // An operator resets it (audited).
     let enc = key
         .replace(':', "%3A")
@@ -333,7 +288,7 @@ ev='{"source":"hardware","name":"svc_down","host":"'"$host"'","app":"'"$app"'","
         |s| breaker(s, &key).filter(|b| b["escalation"]["webhook"]["status"] == 200),
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(lines(&marks, &format!("restart {BUDGET_APP}")), 2);
+    assert_eq!(count_lines(&marks, &format!("restart {BUDGET_APP}")), 2);
 
     // --- the kill switch stops a long run before its next step ---
     assert_eq!(
@@ -352,7 +307,7 @@ ev='{"source":"hardware","name":"svc_down","host":"'"$host"'","app":"'"$app"'","
                 .then(|| r["id"].as_str().unwrap().to_owned())
         },
     );
-    assert_eq!(lines(&marks, "mark first"), 1);
+    assert_eq!(count_lines(&marks, "mark first"), 1);
     let flipped = Instant::now();
     let (status, body) = post_json(
         &format!("{}/api/v1/automation/kill-switch", stack.api),
@@ -380,7 +335,7 @@ ev='{"source":"hardware","name":"svc_down","host":"'"$host"'","app":"'"$app"'","
     assert_eq!(run["steps"][1]["state"], "stopped", "{run}");
     // The third step never runs, even well after.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(lines(&marks, "mark second"), 0);
+    assert_eq!(count_lines(&marks, "mark second"), 0);
     // While on, new runs are refused (a new episode of the alert).
     let again = json!({"events": [
         {"source": "hardware", "name": "maintenance_due", "host": host, "app": LONG_APP, "severity": "critical", "status": "resolved"},
