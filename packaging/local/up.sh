@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole FINCORP stack on this host with the shipped example config
 # (packaging/etc/fincorp): the ServiceNow and vCenter simulators (the latter
-# with the VMs of packaging/local/vsphere-inventory.yaml), the correlator
+# with the VMs of packaging/local/vsphere-inventory.yaml), stand-ins for the
+# five apps' health endpoints, the correlator
 # with its SQLite database, and an agent for this host. The API listens on
 # http://127.0.0.1:9470. Ctrl-C stops everything.
 #
@@ -47,6 +48,12 @@ pids+=($!)
     > >(prefix vsphere-sim) 2>&1 &
 pids+=($!)
 
+# Stand-ins for the five FINCORP apps' health endpoints (the ports the
+# shipped agent config probes), so that this host is healthy at rest.
+"$bin/fincorp-sim" apps --http 127.0.0.1:8101 --http 127.0.0.1:8102 --http 127.0.0.1:8103 \
+    --tcp 127.0.0.1:8104 --http 127.0.0.1:8105 > >(prefix apps-sim) 2>&1 &
+pids+=($!)
+
 "$bin/fincorp-correlator" --config "$etc/correlator.yaml" --state-dir "$state/correlator" \
     > >(prefix correlator) 2>&1 &
 pids+=($!)
@@ -63,6 +70,7 @@ cat <<MSG
 FINCORP stack running:
   API          http://127.0.0.1:9470/api/v1/incidents
   ServiceNow   http://127.0.0.1:9471 (simulator; user fincorp-operator, password in $state/secrets)
+  apps         health stand-ins on 127.0.0.1:8101-8105 (POST /sim/down on 8101-8103 or 8105 rehearses an outage)
   vCenter      http://127.0.0.1:9473 (simulator; VMs at /sim/vms; core-ldn-01, CORE's London standby, is off)
   agent        http://127.0.0.1:9472/metrics (its own and this host's metrics)
   state        $state

@@ -4,8 +4,10 @@
 //! API, and documents which behaviours it simulates and which it does not.
 //! Production crates never depend on this crate; `fincorp-integrations` uses
 //! it only as a dev-dependency: [`servicenow`] (Table API, Event
-//! Management, OAuth) and [`vsphere`] (vSphere Automation REST).
+//! Management, OAuth) and [`vsphere`] (vSphere Automation REST). [`apps`]
+//! stands in for the bank's applications' health endpoints on a demo host.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod servicenow;
 pub mod vsphere;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use fincorp_api::config::SecretSource;
-use fincorp_sim::{servicenow, vsphere};
+use fincorp_sim::{apps, servicenow, vsphere};
 
 /// How long requests in flight may finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(5);
@@ -37,6 +37,21 @@ enum Command {
     /// Serve a vSphere Automation REST simulator (sessions, VMs, power,
     /// CPU/memory hot-add)
     Vsphere(VsphereArgs),
+    /// Stand in for the bank's applications' health endpoints on a demo
+    /// host: HTTP `GET /health` answering 200 `UP` (`POST /sim/down` and
+    /// `/sim/up` to rehearse an outage), or a TCP port that accepts
+    Apps(AppsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("endpoints").required(true).multiple(true).args(["http", "tcp"])))]
+struct AppsArgs {
+    /// Serve an HTTP health endpoint on this address (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    http: Vec<SocketAddr>,
+    /// Accept TCP connections on this address (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    tcp: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +128,7 @@ fn main() -> ExitCode {
             }))),
             Err(e) => usage_error(&e),
         },
+        Command::Apps(args) => exit(run(serve_apps(args))),
         Command::Vsphere(args) => {
             let inventory = match &args.inventory {
                 Some(path) => match vsphere::Inventory::load(path) {
@@ -218,6 +234,57 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Binds every stand-in first (a taken port fails the start, naming it),
+/// then serves them all until SIGTERM/SIGINT.
+async fn serve_apps(args: AppsArgs) -> anyhow::Result<()> {
+    let mut servers = tokio::task::JoinSet::new();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    for (addr, http) in args
+        .http
+        .iter()
+        .map(|a| (a, true))
+        .chain(args.tcp.iter().map(|a| (a, false)))
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let kind = if http { "http" } else { "tcp" };
+        println!("app stand-in ({kind}) listening on {addr}");
+        let stop = stopped(&stop_tx);
+        if http {
+            servers.spawn(apps::serve_http(listener, apps::Health::new(), stop));
+        } else {
+            servers.spawn(apps::serve_tcp(listener, stop));
+        }
+    }
+    tracing::info!(
+        http = args.http.len(),
+        tcp = args.tcp.len(),
+        "app stand-ins started"
+    );
+    tokio::select! {
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(());
+        }
+        Some(done) = servers.join_next() => {
+            done.context("an app stand-in panicked")?.context("an app stand-in failed")?;
+            anyhow::bail!("an app stand-in stopped unexpectedly");
+        }
+    }
+    while let Some(done) = servers.join_next().await {
+        done.context("an app stand-in panicked")?
+            .context("an app stand-in failed")?;
+    }
+    tracing::info!("app stand-ins stopped");
+    Ok(())
 }
 
 /// What a simulator's `serve` is given to stop on.

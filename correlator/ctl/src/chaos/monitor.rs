@@ -56,22 +56,12 @@ pub(super) async fn watch(
         let Some(client) = &client else { continue };
         let id = match &incident {
             Some(id) => id.clone(),
-            None => match client
-                .incidents(&format!("app={}&since_ms={start_ms}", opts.app))
-                .await
-            {
-                Ok(list) => {
-                    let Some(first) = list
-                        .incidents
-                        .into_iter()
-                        .filter(|i| i.opened_at_ms >= start_ms)
-                        .min_by_key(|i| i.opened_at_ms)
-                    else {
-                        continue;
-                    };
-                    incident = Some(first.id.clone());
-                    first.id
+            None => match find_incident(client, &opts.app, start_ms).await {
+                Ok(Some(id)) => {
+                    incident = Some(id.clone());
+                    id
                 }
+                Ok(None) => continue,
                 Err(e) => {
                     let message = format!("{e:#}");
                     if warned.insert(message.clone()) {
@@ -99,11 +89,11 @@ pub(super) async fn watch(
             }
         };
         let mut batch = Vec::new();
-        for a in d
-            .alerts
-            .iter()
-            .filter(|a| a.app.as_deref() == Some(opts.app.as_str()))
-        {
+        // The spike's own alerts: this app's, first stored since the spike began.
+        let own = |a: &&fincorp_api::rest::IncidentAlert| {
+            a.app.as_deref() == Some(opts.app.as_str()) && a.received_at_ms >= start_ms
+        };
+        for a in d.alerts.iter().filter(own) {
             batch.extend(report(
                 format!("fire:{}:{}", a.fingerprint, a.starts_at_ms),
                 a.received_at_ms,
@@ -114,15 +104,51 @@ pub(super) async fn watch(
                 },
             ));
         }
-        batch.extend(report(
-            format!("open:{id}"),
-            d.incident.opened_at_ms,
-            Event::IncidentOpened {
-                incident_id: id.clone(),
-            },
-        ));
+        if d.incident.opened_at_ms >= start_ms {
+            batch.extend(report(
+                format!("open:{id}"),
+                d.incident.opened_at_ms,
+                Event::IncidentOpened {
+                    incident_id: id.clone(),
+                },
+            ));
+        } else if let Some(joined_at) = d.alerts.iter().filter(own).map(|a| a.received_at_ms).min()
+        {
+            batch.extend(report(
+                format!("open:{id}"),
+                joined_at,
+                Event::IncidentJoined {
+                    incident_id: id.clone(),
+                    opened_at_ms: d.incident.opened_at_ms,
+                },
+            ));
+        }
+        // Only what happened since the spike began: a reopened or joined
+        // incident also carries the runs, tickets and alerts of before.
+        let since = |at: Option<i64>| at.is_none_or(|at| at >= start_ms);
+        for run in d.runs.iter().filter(|r| r.created_at_ms >= start_ms) {
+            if matches!(
+                run.state,
+                RunState::Blocked
+                    | RunState::Stopped
+                    | RunState::Interrupted
+                    | RunState::Rejected
+                    | RunState::Expired
+            ) {
+                batch.extend(report(
+                    format!("halted:{}", run.id),
+                    run.finished_at_ms.unwrap_or(run.created_at_ms),
+                    Event::RunHalted {
+                        run_id: run.id.clone(),
+                        playbook: run.playbook.clone(),
+                        state: run.state.as_str().to_owned(),
+                        reason: run.reason.clone().unwrap_or_default(),
+                    },
+                ));
+            }
+        }
         for run in &d.runs {
-            for s in &run.steps {
+            for s in run.steps.iter().filter(|s| since(s.finished_at_ms)) {
                 match (s.action.as_str(), s.state) {
                     ("reallocate", RunState::Succeeded) => {
                         let r = s.result.clone().unwrap_or(Value::Null);
@@ -151,6 +177,26 @@ pub(super) async fn watch(
                             },
                         ));
                     }
+                    ("servicenow.create", RunState::Succeeded) => {
+                        // A ticket opened before the spike (for the incident
+                        // the alert joined) is reused: the step says so.
+                        let r = s.result.clone().unwrap_or(Value::Null);
+                        if r.get("created") == Some(&Value::Bool(false)) {
+                            let text = |k: &str| {
+                                r.get(k).and_then(Value::as_str).unwrap_or("?").to_owned()
+                            };
+                            batch.extend(report(
+                                format!("ticket:{}", text("sys_id")),
+                                s.finished_at_ms.unwrap_or_else(now_ms),
+                                Event::Ticket {
+                                    system: "servicenow".into(),
+                                    number: text("number"),
+                                    sys_id: text("sys_id"),
+                                    reused: true,
+                                },
+                            ));
+                        }
+                    }
                     (_, RunState::Failed) => {
                         batch.extend(report(
                             format!("failed:{}:{}", run.id, s.id),
@@ -166,7 +212,7 @@ pub(super) async fn watch(
                 }
             }
         }
-        for t in &d.tickets {
+        for t in d.tickets.iter().filter(|t| t.created_at_ms >= start_ms) {
             batch.extend(report(
                 format!("ticket:{}", t.sys_id),
                 t.created_at_ms,
@@ -174,13 +220,14 @@ pub(super) async fn watch(
                     system: t.system.clone(),
                     number: t.number.clone(),
                     sys_id: t.sys_id.clone(),
+                    reused: false,
                 },
             ));
         }
         for a in d
             .alerts
             .iter()
-            .filter(|a| a.status == AlertStatus::Resolved)
+            .filter(|a| a.status == AlertStatus::Resolved && since(a.ends_at_ms))
         {
             batch.extend(report(
                 format!("resolved:{}:{}", a.fingerprint, a.starts_at_ms),
@@ -189,6 +236,28 @@ pub(super) async fn watch(
                     name: a.name.clone(),
                 },
             ));
+        }
+        // The spike is over for this app but other alerts keep the incident
+        // open: say which, once, rather than just waiting.
+        let mine_resolved = d.alerts.iter().filter(own).count() > 0
+            && d.alerts
+                .iter()
+                .filter(own)
+                .all(|a| a.status == AlertStatus::Resolved);
+        let others: Vec<String> = d
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing && !own(a))
+            .map(|a| format!("{} on {}", a.name, a.app.as_deref().unwrap_or(&a.host)))
+            .collect();
+        if mine_resolved && !others.is_empty() && d.incident.state != IncidentState::Resolved {
+            let message = format!(
+                "incident {id} stays open while other alerts fire: {}",
+                others.join(", ")
+            );
+            if warned.insert(message.clone()) {
+                let _ = tx.send((now_ms(), Event::Warning { message })).await;
+            }
         }
         if d.incident.state == IncidentState::Resolved {
             batch.extend(report(
@@ -208,4 +277,32 @@ pub(super) async fn watch(
             }
         }
     }
+}
+
+/// The incident holding this spike's alert: one opened since the spike began
+/// for the app, or an older one on its host that the app's alert (first
+/// stored since the spike began) joined.
+async fn find_incident(
+    client: &Client,
+    app: &str,
+    start_ms: i64,
+) -> anyhow::Result<Option<String>> {
+    let list = client
+        .incidents(&format!("app={app}&since_ms={start_ms}"))
+        .await?;
+    let mut candidates = list.incidents;
+    candidates.sort_by_key(|i| i.opened_at_ms);
+    if let Some(new) = candidates.iter().find(|i| i.opened_at_ms >= start_ms) {
+        return Ok(Some(new.id.clone()));
+    }
+    for older in candidates {
+        let d = client.incident(&older.id).await?;
+        if d.alerts
+            .iter()
+            .any(|a| a.app.as_deref() == Some(app) && a.received_at_ms >= start_ms)
+        {
+            return Ok(Some(older.id));
+        }
+    }
+    Ok(None)
 }

@@ -38,6 +38,12 @@ pub enum Event {
     IncidentOpened {
         incident_id: String,
     },
+    /// The app's alert joined an incident already open on its host (another
+    /// alert of the same group opened it before the spike).
+    IncidentJoined {
+        incident_id: String,
+        opened_at_ms: i64,
+    },
     Reallocated {
         incident_id: String,
         before: String,
@@ -46,6 +52,14 @@ pub enum Event {
         file: String,
         /// The quota as read from the cgroup when the reallocation was seen.
         kernel_reads: String,
+    },
+    /// A run for the spike's incident that a guardrail or an operator kept
+    /// from running (blocked by a budget, rejected, expired, ...).
+    RunHalted {
+        run_id: String,
+        playbook: String,
+        state: String,
+        reason: String,
     },
     StepFailed {
         step: String,
@@ -56,6 +70,8 @@ pub enum Event {
         system: String,
         number: String,
         sys_id: String,
+        /// The incident already had this ticket; the run updated it.
+        reused: bool,
     },
     SpikeEnded,
     AlertResolved {
@@ -130,6 +146,13 @@ fn text(e: &Event) -> String {
             format!("alert {name} firing (agent saw {value:.1})")
         }
         Event::IncidentOpened { incident_id } => format!("incident {incident_id} opened"),
+        Event::IncidentJoined {
+            incident_id,
+            opened_at_ms,
+        } => format!(
+            "alert joined incident {incident_id}, open since {} (before the spike)",
+            fincorp_api::format_ms(*opened_at_ms)
+        ),
         Event::Reallocated {
             before,
             after,
@@ -138,12 +161,29 @@ fn text(e: &Event) -> String {
         } => {
             format!("reallocation applied: {before} -> {after}; kernel now reads {kernel_reads}")
         }
+        Event::RunHalted {
+            run_id,
+            playbook,
+            state,
+            reason,
+        } => format!("run {run_id} of {playbook} {state}: {reason}"),
         Event::StepFailed {
             step,
             action,
             error,
         } => format!("step {step} ({action}) FAILED: {error}"),
-        Event::Ticket { system, number, .. } => format!("{system} ticket {number}"),
+        Event::Ticket {
+            system,
+            number,
+            reused,
+            ..
+        } => {
+            if *reused {
+                format!("{system} ticket {number} (already open for the incident; updated)")
+            } else {
+                format!("{system} ticket {number}")
+            }
+        }
         Event::SpikeEnded => "spike ended: burner stopped".into(),
         Event::AlertResolved { name } => format!("alert {name} resolved"),
         Event::IncidentResolved { incident_id } => format!("incident {incident_id} resolved"),
@@ -205,7 +245,7 @@ pub struct Summary {
     pub event: &'static str,
     /// When the load first went above the threshold (seconds after start).
     pub threshold_crossed_at_s: Option<f64>,
-    /// Incident opened minus threshold crossed.
+    /// Incident opened (or joined by the app's alert) minus threshold crossed.
     pub time_to_detect_s: Option<f64>,
     /// Reallocation applied minus threshold crossed.
     pub time_to_remediate_s: Option<f64>,
@@ -235,7 +275,9 @@ impl Timeline {
             _ => None,
         });
         let opened = self.first(|e| match e {
-            Event::IncidentOpened { incident_id } => Some(incident_id.clone()),
+            Event::IncidentOpened { incident_id } | Event::IncidentJoined { incident_id, .. } => {
+                Some(incident_id.clone())
+            }
             _ => None,
         });
         let realloc = self.first(|e| match e {
@@ -365,6 +407,7 @@ mod tests {
                         system: "servicenow".into(),
                         number: "INC0010001".into(),
                         sys_id: "x".into(),
+                        reused: false,
                     },
                 ),
                 ev(
@@ -401,5 +444,35 @@ mod tests {
         );
         assert!(s.complete);
         assert!(s.render().contains("time to detect:    1.50s"));
+    }
+
+    #[test]
+    fn joining_an_incident_open_before_the_spike_counts_as_detection() {
+        let t = Timeline {
+            start_ms: 0,
+            threshold_pct: 80.0,
+            events: vec![
+                (
+                    2_000,
+                    Event::Load {
+                        load_pct: 85.0,
+                        demand_cores: 0.85,
+                    },
+                ),
+                (
+                    3_200,
+                    Event::IncidentJoined {
+                        incident_id: "fc-7".into(),
+                        opened_at_ms: -60_000,
+                    },
+                ),
+            ],
+            ..Timeline::default()
+        };
+        let s = t.summary();
+        assert_eq!(s.incident_id.as_deref(), Some("fc-7"));
+        assert_eq!(s.time_to_detect_s, Some(1.2));
+        assert!(!s.complete, "no reallocation, ticket or resolution yet");
+        assert!(text(&t.events[1].1).contains("joined incident fc-7"));
     }
 }
