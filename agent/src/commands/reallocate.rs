@@ -42,6 +42,21 @@ impl Interface {
         if let Some(dir) = v2.iter().find(|d| d.join("cpu.max").is_file()) {
             return Ok(Interface::V2 { dir: dir.clone() });
         }
+        // A v2 group without cpu.max: its cpu controller is not enabled.
+        if let Some(dir) = v2.iter().find(|d| d.join("cgroup.controllers").is_file()) {
+            let controllers = std::fs::read_to_string(dir.join("cgroup.controllers"))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default();
+            let parent = dir.parent().unwrap_or(dir);
+            return Err(format!(
+                "the cgroup v2 group {} has no cpu.max: its cpu controller is not enabled \
+                 (its cgroup.controllers: {controllers:?}). Enable it with `echo +cpu > {}`, \
+                 or, where the cpu controller is bound to cgroup v1 (a hybrid host), give the \
+                 app a cgroup under the v1 cpu hierarchy",
+                dir.display(),
+                parent.join("cgroup.subtree_control").display()
+            ));
+        }
         Err(format!(
             "no cpu cgroup found: none of {}, {}, {} exists",
             v1.join("cpu.cfs_quota_us").display(),
@@ -313,6 +328,84 @@ mod tests {
             assert_eq!(
                 (before.quota_us, after.quota_us),
                 (Some(150_000), Some(180_000))
+            );
+        }
+    }
+
+    #[test]
+    fn a_v2_group_without_the_cpu_controller_is_named_not_written() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("unified").join(REL);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.controllers"), "hugetlb\n").unwrap();
+        let Outcome::Failed(e) = reallocate_cpu("APP", root.path(), Path::new(REL), 20.0, 2.0)
+        else {
+            panic!("expected a failure")
+        };
+        assert!(e.contains("cpu controller is not enabled"), "{e}");
+        assert!(e.contains("\"hugetlb\""), "{e}");
+        assert!(!dir.join("cpu.max").exists(), "nothing is written");
+    }
+
+    /// Against the real kernel's cgroup v2 hierarchy: at /sys/fs/cgroup on a
+    /// v2-only host, at /sys/fs/cgroup/unified on a hybrid one (this
+    /// machine, where the cpu controller is bound to v1, so v2 groups cannot
+    /// have one). With a cpu controller the quota is raised and read back
+    /// from the kernel; without one the refusal names what is missing and
+    /// nothing is written.
+    #[test]
+    fn real_cgroup_v2_gets_its_quota_raised_or_the_missing_controller_named() {
+        let fs = Path::new("/sys/fs/cgroup");
+        let v2_root = [fs.to_path_buf(), fs.join("unified")]
+            .into_iter()
+            .find(|d| d.join("cgroup.controllers").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no cgroup v2 hierarchy is mounted at {} or {}/unified; this test needs one",
+                    fs.display(),
+                    fs.display()
+                )
+            });
+        let name = format!("fincorp-realloc-v2-test-{}", std::process::id());
+        let dir = v2_root.join(&name);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            panic!(
+                "cannot create the real cgroup {}: {e}. This test needs root and a writable cgroup v2 hierarchy",
+                dir.display()
+            );
+        }
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                if let Err(e) = std::fs::remove_dir(&self.0) {
+                    eprintln!("could not remove test cgroup {}: {e}", self.0.display());
+                }
+            }
+        }
+        let _cleanup = Remove(dir.clone());
+        let available = std::fs::read_to_string(v2_root.join("cgroup.controllers")).unwrap();
+        if available.split_whitespace().any(|c| c == "cpu") {
+            std::fs::write(v2_root.join("cgroup.subtree_control"), "+cpu").unwrap();
+            std::fs::write(dir.join("cpu.max"), "50000 100000").unwrap();
+            let (_, detail) = applied(reallocate_cpu("APP", fs, Path::new(&name), 20.0, 2.0));
+            assert_eq!(
+                std::fs::read_to_string(dir.join("cpu.max")).unwrap().trim(),
+                "60000 100000"
+            );
+            let CommandDetail::Reallocate { cgroup_version, .. } = detail else {
+                panic!("not a reallocate detail")
+            };
+            assert_eq!(cgroup_version, 2);
+        } else {
+            let outcome = reallocate_cpu("APP", fs, Path::new(&name), 20.0, 2.0);
+            let Outcome::Failed(e) = outcome else {
+                panic!("expected a failure naming the missing cpu controller, got {outcome:?}")
+            };
+            assert!(e.contains("cpu controller is not enabled"), "{e}");
+            assert!(e.contains(&dir.display().to_string()), "{e}");
+            assert!(
+                !dir.join("cpu.max").exists(),
+                "the kernel offers no cpu.max here"
             );
         }
     }
