@@ -247,12 +247,16 @@ async fn admit(
             ];
             for (budget, key, playbook, target, what) in budgets {
                 let Some(b) = budget else { continue };
-                let used = runs::admitted_since(tx, now - b.per_ms, playbook, target)?;
+                // An operator's reset of this budget's breaker starts it afresh.
+                let since = (now - b.per_ms).max(runs::last_reset(tx, &key)?.unwrap_or(i64::MIN));
+                let used = runs::admitted_since(tx, since, playbook, target)?;
                 if used >= b.max {
-                    return block(
-                        format!("budget exhausted: {used} {what} in the last {} (max {})", human(b.per_ms), b.max),
-                        Some(key),
-                    );
+                    let window = if since > now - b.per_ms {
+                        format!("since its breaker was reset at {}", fincorp_api::format_ms(since))
+                    } else {
+                        format!("in the last {}", human(b.per_ms))
+                    };
+                    return block(format!("budget exhausted: {used} {what} {window} (max {})", b.max), Some(key));
                 }
             }
             runs::admit(tx, run, depth, caused_by.as_deref(), now)?;

@@ -14,6 +14,8 @@
 //!    the breaker of its playbook on that target;
 //! 5. budgets of admitted runs per playbook, per target and fleet-wide in
 //!    sliding windows; exceeding one blocks the run and trips its breaker.
+//!    A window starts no earlier than its breaker's last reset: resetting a
+//!    breaker gives its budget a fresh start.
 //!
 //! A tripped breaker escalates: a webhook notification and a ServiceNow
 //! ticket, both recorded on the breaker and in the audit log. Breakers stay
@@ -292,7 +294,8 @@ impl Automation {
         );
         let found = blocking(move || {
             engine.write(|tx| {
-                let found = runs::reset(tx, &key_s)?;
+                let now = now_ms();
+                let found = runs::reset(tx, &key_s, &by_s, now)?;
                 if found {
                     audit::append(
                         tx,
@@ -300,7 +303,7 @@ impl Automation {
                         "automation.breaker.reset",
                         &key_s,
                         &json!({"reason": reason_s}),
-                        now_ms(),
+                        now,
                     )?;
                 }
                 Ok(found)

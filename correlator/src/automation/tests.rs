@@ -615,6 +615,65 @@ async fn a_per_target_budget_blocks_the_third_run_trips_a_breaker_that_escalates
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn resetting_a_breaker_while_its_window_is_full_gives_the_budget_a_fresh_start() {
+    let hook = Recorder::start().await;
+    let dir = pb_dir();
+    let pb = playbook(
+        dir.path(),
+        "budget",
+        "A",
+        "{rate_limit: {per_target: {max: 2, per: 1h}}}",
+        &notify("tell", "budget"),
+        &hook.url,
+    );
+    let f = fixture_with(vec![pb], settings_escalating_to(&hook.url));
+    let s = &f.state;
+    let key = "playbook:budget@h1/A";
+    ingest(s, "h1", "A").await;
+    settled(s, "budget", 1).await;
+    retrigger(s, "h1", "A").await;
+    settled(s, "budget", 2).await;
+    retrigger(s, "h1", "A").await;
+    let runs = settled(s, "budget", 3).await;
+    assert_eq!(state_of(&runs[2]), "blocked", "{:#}", runs[2]);
+    eventually("the breaker", async || {
+        breaker(s, key)
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "not tripped".to_owned())
+    })
+    .await;
+
+    // Reset within the hour: the two earlier runs no longer count.
+    let url = "/api/v1/automation/breakers/playbook%3Abudget%40h1%2FA/reset";
+    let (status, body) = post(s, url, json!({"by": "carol", "reason": "loop fixed"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    retrigger(s, "h1", "A").await;
+    settled(s, "budget", 4).await;
+    retrigger(s, "h1", "A").await;
+    let runs = settled(s, "budget", 5).await;
+    assert_eq!(
+        (state_of(&runs[3]), state_of(&runs[4])),
+        ("succeeded", "succeeded"),
+        "{runs:#?}"
+    );
+    assert_eq!(hook.hits_at("/budget").len(), 4);
+
+    // The fresh budget is a budget still: the third run since the reset is
+    // blocked and says from when it counts.
+    retrigger(s, "h1", "A").await;
+    let runs = settled(s, "budget", 6).await;
+    assert_eq!(state_of(&runs[5]), "blocked", "{:#}", runs[5]);
+    assert!(
+        reason_of(&runs[5])
+            .contains("budget exhausted: 2 runs of budget on h1/A since its breaker was reset at"),
+        "{:#}",
+        runs[5]
+    );
+    assert_eq!(hook.hits_at("/budget").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_fleet_budget_counts_runs_of_all_playbooks_and_trips_the_fleet_breaker() {
     let hook = Recorder::start().await;
     let dir = pb_dir();

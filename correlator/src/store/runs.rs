@@ -603,9 +603,26 @@ pub fn set_escalation(tx: &Connection, key: &str, escalation: &Value) -> Result<
     Ok(())
 }
 
-/// Resets a breaker; false when it was not tripped.
-pub fn reset(tx: &Connection, key: &str) -> Result<bool, StoreError> {
-    Ok(tx.execute("DELETE FROM breakers WHERE key = ?1", [key])? == 1)
+/// Resets a breaker and records when, so that its budget counts only runs
+/// admitted from now on; false when it was not tripped.
+pub fn reset(tx: &Connection, key: &str, by: &str, now: UnixMs) -> Result<bool, StoreError> {
+    if tx.execute("DELETE FROM breakers WHERE key = ?1", [key])? != 1 {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO breaker_resets(key, reset_at_ms, reset_by) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET reset_at_ms = excluded.reset_at_ms, reset_by = excluded.reset_by",
+        params![key, now, by],
+    )?;
+    Ok(true)
+}
+
+/// When the breaker `key` was last reset, if ever.
+pub fn last_reset(conn: &Connection, key: &str) -> Result<Option<UnixMs>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT reset_at_ms FROM breaker_resets WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
 }
 
 // ----- approvals -----

@@ -259,6 +259,17 @@ const MIGRATIONS: &[Migration] = &[
     );
         ",
     ),
+    // 5: when each breaker was last reset: its budget counts runs admitted
+    // since then, so a reset gives the target a fresh budget.
+    Migration::Sql(
+        "
+    CREATE TABLE breaker_resets (
+        key TEXT PRIMARY KEY,
+        reset_at_ms INTEGER NOT NULL,
+        reset_by TEXT NOT NULL
+    );
+        ",
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
