@@ -483,9 +483,9 @@ async fn the_kill_switch_blocks_new_runs_stops_a_running_one_before_its_next_ste
 
 // ----- 2. budgets and breakers -----
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_per_target_budget_blocks_the_third_run_trips_a_breaker_that_escalates_and_holds_until_reset()
- {
+/// The playbook `budget` on h1/A, allowed 2 runs an hour with escalation to
+/// the recorder, triggered three times within the hour: the finished runs.
+async fn budget_exhausted() -> (Recorder, tempfile::TempDir, Fixture, Vec<Value>) {
     let hook = Recorder::start().await;
     let dir = pb_dir();
     let pb = playbook(
@@ -498,14 +498,21 @@ async fn a_per_target_budget_blocks_the_third_run_trips_a_breaker_that_escalates
     );
     let f = fixture_with(vec![pb], settings_escalating_to(&hook.url));
     let s = &f.state;
-    let key = "playbook:budget@h1/A";
-
     ingest(s, "h1", "A").await;
     settled(s, "budget", 1).await;
     retrigger(s, "h1", "A").await;
     settled(s, "budget", 2).await;
     retrigger(s, "h1", "A").await;
     let runs = settled(s, "budget", 3).await;
+    (hook, dir, f, runs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_target_budget_blocks_the_third_run_trips_a_breaker_that_escalates_and_holds_until_reset()
+ {
+    let (hook, _dir, f, runs) = budget_exhausted().await;
+    let s = &f.state;
+    let key = "playbook:budget@h1/A";
     let states: Vec<_> = runs.iter().map(state_of).collect();
     assert_eq!(states, ["succeeded", "succeeded", "blocked"], "{runs:#?}");
     assert!(
@@ -616,25 +623,9 @@ async fn a_per_target_budget_blocks_the_third_run_trips_a_breaker_that_escalates
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resetting_a_breaker_while_its_window_is_full_gives_the_budget_a_fresh_start() {
-    let hook = Recorder::start().await;
-    let dir = pb_dir();
-    let pb = playbook(
-        dir.path(),
-        "budget",
-        "A",
-        "{rate_limit: {per_target: {max: 2, per: 1h}}}",
-        &notify("tell", "budget"),
-        &hook.url,
-    );
-    let f = fixture_with(vec![pb], settings_escalating_to(&hook.url));
+    let (hook, _dir, f, runs) = budget_exhausted().await;
     let s = &f.state;
     let key = "playbook:budget@h1/A";
-    ingest(s, "h1", "A").await;
-    settled(s, "budget", 1).await;
-    retrigger(s, "h1", "A").await;
-    settled(s, "budget", 2).await;
-    retrigger(s, "h1", "A").await;
-    let runs = settled(s, "budget", 3).await;
     assert_eq!(state_of(&runs[2]), "blocked", "{:#}", runs[2]);
     eventually("the breaker", async || {
         breaker(s, key)
