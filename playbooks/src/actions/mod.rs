@@ -271,6 +271,30 @@ pub(crate) fn as_duration_ms(v: Option<&Value>) -> Option<i64> {
 }
 
 /// A string parameter that must be present and non-empty.
+/// Sends a webhook request; a transport error or a non-2xx answer fails
+/// the step, naming `what` and quoting the start of the answer's body.
+pub(crate) async fn send_checked(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<reqwest::StatusCode, ActionError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ActionError::Failed(format!("{what}: {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        return Err(ActionError::Failed(format!("{what}: {status}: {text}")));
+    }
+    Ok(status)
+}
+
 pub(crate) fn required_text(params: &Map<String, Value>, key: &str) -> Result<String, ActionError> {
     params
         .get(key)

@@ -624,23 +624,7 @@ async fn switch_traffic(
             }
         }
         let what = format!("{} {}", request.method, request.url);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ActionError::Failed(format!("traffic switch {what}: {e}")))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let text: String = resp
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(ActionError::Failed(format!(
-                "traffic switch {what}: {status}: {text}"
-            )));
-        }
+        let status = super::send_checked(req, &format!("traffic switch {what}")).await?;
         return Ok((
             format!("{what} answered {}", status.as_u16()),
             json!({"kind": "webhook", "url": request.url, "status": status.as_u16()}),

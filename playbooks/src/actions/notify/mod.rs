@@ -123,23 +123,7 @@ impl Action for Notify {
             for (k, v) in &headers {
                 req = req.header(k, v);
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| ActionError::Failed(format!("{method} {url}: {e}")))?;
-            let status = resp.status();
-            if !status.is_success() {
-                let text: String = resp
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect();
-                return Err(ActionError::Failed(format!(
-                    "{method} {url}: {status}: {text}"
-                )));
-            }
+            let status = super::send_checked(req, &format!("{method} {url}")).await?;
             Ok(ActionOutput {
                 result: json!({"status": status.as_u16(), "url": url}),
                 ticket: None,

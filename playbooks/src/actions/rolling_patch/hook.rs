@@ -269,23 +269,7 @@ impl Hook {
                 for (k, v) in headers {
                     req = req.header(k, target.fill(v));
                 }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| ActionError::Failed(format!("{method} {url}: {e}")))?;
-                let status = resp.status();
-                if !status.is_success() {
-                    let text: String = resp
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect();
-                    return Err(ActionError::Failed(format!(
-                        "{method} {url}: {status}: {text}"
-                    )));
-                }
+                let status = crate::actions::send_checked(req, &format!("{method} {url}")).await?;
                 Ok(json!({"url": url, "status": status.as_u16()}))
             }
         }
