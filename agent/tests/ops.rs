@@ -493,7 +493,11 @@ async fn a_full_spool_with_the_block_policy_stops_sampling_until_there_is_room()
         Some(0.0),
         "block never drops"
     );
-    let samples = metric(&body, "fincorp_agent_samples_total").unwrap();
+    // The baseline is taken a moment after the block shows: a sample that
+    // was in flight when the spool filled may still be counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = get(&url).await.unwrap().1;
+    let samples = metric(&settled, "fincorp_agent_samples_total").unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = get(&url).await.unwrap().1;
     assert_eq!(
