@@ -10,6 +10,12 @@ use clap::Parser;
 use fincorp_api::logging::{self, LogFormat};
 use fincorp_correlator::config::{self, Overrides};
 
+/// mimalloc instead of glibc's malloc: ingest allocates an event's strings
+/// on an HTTP worker and frees them on the ingest writer, the cross-thread
+/// pattern glibc handles worst (see `correlator/bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The FINCORP correlator: ingests agent batches, correlates alerts into
 /// incidents, runs remediation playbooks and serves the REST API.
 #[derive(Debug, Parser)]
