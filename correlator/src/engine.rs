@@ -88,6 +88,8 @@ impl Writer {
 
 struct Job {
     alerts: Vec<Alert>,
+    /// One per alert, in order: the event log's part, prepared off the writer.
+    log: Vec<store::LoggedEvent>,
     now: UnixMs,
     reply: oneshot::Sender<Result<Ingested, String>>,
 }
@@ -111,17 +113,32 @@ impl Drop for Engine {
 }
 
 /// Checkpoints the WAL into the database every half second (PASSIVE: never
-/// blocks the writer), until the engine is dropped.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::atomic::AtomicBool) {
+/// blocks the writer), until the engine is dropped. Under continuous ingest
+/// a passive checkpoint never catches up with the writer, so the WAL would
+/// only grow, and appending to new file space costs more than overwriting.
+/// Once the WAL passes `WAL_RESTART`, a RESTART checkpoint holds the writer
+/// off just long enough to copy the frames since the passive one, and the
+/// next commit starts the WAL over from its beginning.
+fn checkpoint_loop(conn: &Connection, wal: &std::path::Path, stop: &std::sync::atomic::AtomicBool) {
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(500));
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            continue;
+        }
+        let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+        if size > WAL_RESTART {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, wal_bytes = size, "restarting the WAL failed; will retry");
+            }
         }
     }
     // A final full checkpoint keeps the WAL small across restarts.
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
+
+/// WAL size past which the checkpoint thread restarts it.
+const WAL_RESTART: u64 = 8 << 20;
 
 /// The outcome of one ingest request.
 #[derive(Debug)]
@@ -191,9 +208,10 @@ impl Engine {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
             let (checkpointer, stop) = (store::connect(path)?, stop.clone());
+            let wal = path.with_extension("db-wal");
             std::thread::Builder::new()
                 .name("wal-checkpoint".into())
-                .spawn(move || checkpoint_loop(&checkpointer, &stop))
+                .spawn(move || checkpoint_loop(&checkpointer, &wal, &stop))
                 .expect("spawning the checkpoint thread");
         }
         let metrics = Arc::new(Metrics::new());
@@ -211,6 +229,14 @@ impl Engine {
         }));
         let (jobs, rx) = mpsc::channel(QUEUE_CAPACITY);
         let playbooks = Arc::new(RwLock::new(playbooks));
+        let (committed, to_sync) = std::sync::mpsc::channel();
+        {
+            let (wal, metrics) = (path.with_extension("db-wal"), metrics.clone());
+            std::thread::Builder::new()
+                .name("ingest-sync".into())
+                .spawn(move || sync_loop(&to_sync, &wal, &metrics))
+                .expect("spawning the ingest sync thread");
+        }
         {
             let (writer, pb, metrics, cfg) = (
                 writer.clone(),
@@ -220,7 +246,7 @@ impl Engine {
             );
             std::thread::Builder::new()
                 .name("ingest-writer".into())
-                .spawn(move || write_loop(rx, &writer, &pb, &metrics, &cfg))
+                .spawn(move || write_loop(rx, &committed, &writer, &pb, &metrics, &cfg))
                 .expect("spawning the ingest writer thread");
         }
         Ok(Self {
@@ -268,7 +294,13 @@ impl Engine {
         wait: std::time::Duration,
     ) -> Result<Ingested, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { alerts, now, reply };
+        let log = alerts.iter().map(store::LoggedEvent::of).collect();
+        let job = Job {
+            alerts,
+            log,
+            now,
+            reply,
+        };
         match tokio::time::timeout(wait, self.jobs.send(job)).await {
             Err(_) => return Err(SubmitError::Busy),
             Ok(Err(_)) => return Err(SubmitError::Failed("the ingest writer has stopped".into())),
@@ -580,8 +612,50 @@ impl Engine {
     }
 }
 
+/// Committed ingest requests waiting for the WAL to reach the disk, with
+/// their answers.
+type Committed = Vec<(oneshot::Sender<Result<Ingested, String>>, Ingested)>;
+
+/// Flushes the WAL for committed ingest groups, then answers them. Groups
+/// that commit while a flush is under way share the next one, so the writer
+/// never waits for the disk and one flush serves many groups.
+fn sync_loop(rx: &std::sync::mpsc::Receiver<Committed>, wal: &std::path::Path, metrics: &Metrics) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        groups.extend(rx.try_iter());
+        let started = Instant::now();
+        let flushed = std::fs::File::open(wal).and_then(|f| f.sync_data());
+        metrics.observe_sync(started.elapsed());
+        match flushed {
+            Ok(()) => {
+                for (reply, out) in groups.into_iter().flatten() {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                let requests: usize = groups.iter().map(Vec::len).sum();
+                tracing::error!(error = %e, wal = %wal.display(), requests,
+                    "flushing the WAL to disk failed; the requests are refused (their senders retry), runs they decided start at the next restart");
+                for (reply, _) in groups.into_iter().flatten() {
+                    let _ = reply.send(Err(format!("flushing the WAL to disk failed: {e}")));
+                }
+            }
+        }
+    }
+}
+
+/// Sets the writer connection's `synchronous` mode: ingest groups commit
+/// with NORMAL (no fsync in the commit; [`sync_loop`] flushes before any
+/// answer), everything else with FULL.
+fn set_synchronous(conn: &Connection, mode: &str) {
+    if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
+        tracing::error!(error = %e, mode, "setting the writer's synchronous mode failed");
+    }
+}
+
 fn write_loop(
     mut rx: mpsc::Receiver<Job>,
+    committed: &std::sync::mpsc::Sender<Committed>,
     writer: &Mutex<Writer>,
     playbooks: &RwLock<Arc<Vec<Playbook>>>,
     metrics: &Metrics,
@@ -599,6 +673,7 @@ fn write_loop(
         let started = Instant::now();
         let playbooks = playbooks.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut guard = lock(writer);
+        set_synchronous(&guard.store.conn, "NORMAL");
         let result = (|| -> Result<Vec<Ingested>, StoreError> {
             let Writer {
                 store, core, dedup, ..
@@ -606,19 +681,12 @@ fn write_loop(
             let tx = store.conn.transaction()?;
             let mut out = Vec::with_capacity(group.len());
             for job in group.iter_mut() {
-                out.push(ingest_job(
-                    &tx,
-                    core,
-                    dedup,
-                    &playbooks,
-                    std::mem::take(&mut job.alerts),
-                    job.now,
-                    metrics,
-                )?);
+                out.push(ingest_job(&tx, core, dedup, &playbooks, job, metrics)?);
             }
             tx.commit()?;
             Ok(out)
         })();
+        set_synchronous(&guard.store.conn, "FULL");
         match result {
             Ok(outs) => {
                 metrics.observe_commit(group.len(), started.elapsed());
@@ -628,8 +696,11 @@ fn write_loop(
                     guard.core.open_incidents().count(),
                     guard.core.active_alerts(),
                 );
-                for (job, out) in group.drain(..).zip(outs) {
-                    let _ = job.reply.send(Ok(out));
+                let done: Committed = group.drain(..).map(|j| j.reply).zip(outs).collect();
+                if let Err(std::sync::mpsc::SendError(done)) = committed.send(done) {
+                    for (reply, _) in done {
+                        let _ = reply.send(Err("the ingest sync thread has stopped".into()));
+                    }
                 }
             }
             Err(e) => {
@@ -708,17 +779,24 @@ fn ingest_job(
     core: &mut core::State,
     dedup: &mut Dedup,
     playbooks: &[Playbook],
-    alerts: Vec<Alert>,
-    now: UnixMs,
+    job: &mut Job,
     metrics: &Metrics,
 ) -> Result<Ingested, StoreError> {
+    let (alerts, log, now) = (
+        std::mem::take(&mut job.alerts),
+        std::mem::take(&mut job.log),
+        job.now,
+    );
     let (mut accepted, mut duplicates) = (0u32, 0u32);
     // Per source: (stored, duplicates), counted once per request.
     let mut tally: Vec<(String, u64, u64)> = Vec::new();
     let mut runs = Vec::new();
-    let mut log = store::event_log(tx)?;
-    for alert in alerts {
-        let new = store::insert_event(&mut log, dedup, &alert, now)?;
+    let mut row = store::EventLogRow::default();
+    for (alert, logged) in alerts.into_iter().zip(&log) {
+        let new = dedup.insert(logged.key, now);
+        if new {
+            row.push(logged);
+        }
         match tally.iter_mut().find(|(s, ..)| *s == alert.source) {
             Some(t) => {
                 t.1 += u64::from(new);
@@ -784,6 +862,7 @@ fn ingest_job(
         }
         runs.extend(resolution_runs(tx, playbooks, &effects, now)?);
     }
+    row.write(tx, now)?;
     for (source, stored, dups) in tally {
         metrics.events(&source, stored, dups);
     }
@@ -984,6 +1063,46 @@ mod tests {
                 .filter(|r| r.1 == "incident:resolved")
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn an_ingest_answer_waits_for_the_wal_flush_and_other_writes_stay_fully_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.db");
+        let engine = Engine::open(
+            &db,
+            core::Config::with_defaults(),
+            Arc::new(vec![]),
+            3_600_000,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let submit = |n: usize, now| {
+            rt.block_on(engine.submit(vec![alert(n, 1, 1, true)], now, Duration::from_secs(5)))
+        };
+
+        let first = submit(1, 1_000).unwrap();
+        assert_eq!(first.ack.accepted, 1);
+        // Ingest commits with NORMAL and flushes itself; what follows on the
+        // writer's connection (operators' actions, ticks) is FULL again.
+        let mode: i64 = lock(&engine.writer)
+            .store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 2, "FULL");
+
+        // When the flush cannot happen, the request is refused, not
+        // acknowledged: the answer waits for the flush.
+        std::fs::remove_file(db.with_extension("db-wal")).unwrap();
+        let refused = submit(2, 2_000).unwrap_err().to_string();
+        assert!(
+            refused.contains("flushing the WAL to disk failed"),
+            "{refused}"
         );
     }
 

@@ -50,6 +50,7 @@ pub struct Metrics {
     commits: Counter,
     commit_seconds: Histogram,
     commit_requests: Histogram,
+    sync_seconds: Histogram,
     open_incidents: Gauge,
     active_alerts: Gauge,
     queue_depth: Gauge,
@@ -309,6 +310,12 @@ impl Metrics {
             "Requests committed together in one transaction",
             commit_requests.clone(),
         );
+        let sync_seconds = Histogram::new(exponential_buckets(0.000_125, 2.0, 14));
+        registry.register(
+            "ingest_sync_seconds",
+            "Time to flush the WAL to disk for committed ingest groups, before they are answered",
+            sync_seconds.clone(),
+        );
         let open_incidents = Gauge::default();
         registry.register(
             "open_incidents",
@@ -349,6 +356,7 @@ impl Metrics {
             commits,
             commit_seconds,
             commit_requests,
+            sync_seconds,
             open_incidents,
             active_alerts,
             queue_depth,
@@ -383,6 +391,10 @@ impl Metrics {
         self.commits.inc();
         self.commit_seconds.observe(took.as_secs_f64());
         self.commit_requests.observe(requests as f64);
+    }
+
+    pub fn observe_sync(&self, took: Duration) {
+        self.sync_seconds.observe(took.as_secs_f64());
     }
 
     pub fn set_core_counts(&self, open_incidents: usize, active_alerts: usize) {

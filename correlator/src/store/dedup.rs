@@ -56,13 +56,16 @@ impl Dedup {
     pub fn load(conn: &Connection, window_ms: i64, now: UnixMs) -> Result<Self, StoreError> {
         let mut d = Self::new(window_ms);
         let mut stmt = conn.prepare(
-            "SELECT key, received_at_ms FROM events WHERE received_at_ms >= ?1 ORDER BY received_at_ms, rowid",
+            "SELECT keys, received_at_ms FROM event_log WHERE received_at_ms >= ?1 ORDER BY received_at_ms, rowid",
         )?;
         let mut rows = stmt.query(params![now.saturating_sub(window_ms)])?;
         while let Some(r) = rows.next()? {
-            let bytes: Vec<u8> = r.get(0)?;
-            if let Ok(key) = <[u8; 16]>::try_from(bytes.as_slice()) {
-                d.insert(key, r.get(1)?);
+            let at = r.get(1)?;
+            let keys: Vec<u8> = r.get(0)?;
+            for key in keys.chunks_exact(16) {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(key);
+                d.insert(k, at);
             }
         }
         Ok(d)
@@ -106,6 +109,27 @@ impl Dedup {
 mod tests {
     use super::*;
     use crate::store::schema::event_key;
+    use crate::store::{EventLogRow, LoggedEvent};
+
+    fn alert(id: &str) -> crate::core::Alert {
+        crate::core::Alert {
+            event_id: id.into(),
+            source: "agent".into(),
+            fingerprint: "fp".into(),
+            status: fincorp_api::wire::AlertStatus::Firing,
+            name: "n".into(),
+            host: "h".into(),
+            app: None,
+            severity: fincorp_api::wire::Severity::Warning,
+            metric: String::new(),
+            value: 0.0,
+            threshold: 0.0,
+            summary: String::new(),
+            labels: Default::default(),
+            starts_at_ms: 0,
+            at_ms: 0,
+        }
+    }
 
     #[test]
     fn an_id_is_new_once_within_the_window_and_new_again_after_it() {
@@ -123,16 +147,17 @@ mod tests {
     fn it_is_rebuilt_from_the_log() {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
-        for (id, at) in [("old", 0), ("recent", 5_000)] {
-            conn.execute(
-                "INSERT INTO events(key, id, received_at_ms, source, fingerprint, status) VALUES (?1, ?2, ?3, 's', 'f', 'firing')",
-                params![event_key(id).as_slice(), id, at],
-            )
-            .unwrap();
+        for (ids, at) in [(&["old"][..], 0), (&["recent", "also-recent"][..], 5_000)] {
+            let mut row = EventLogRow::default();
+            for id in ids {
+                row.push(&LoggedEvent::of(&alert(id)));
+            }
+            row.write(&conn, at).unwrap();
         }
         let mut d = Dedup::load(&conn, 2_000, 6_000).unwrap();
-        assert_eq!(d.len(), 1);
+        assert_eq!(d.len(), 2);
         assert!(!d.insert(event_key("recent"), 6_000));
+        assert!(!d.insert(event_key("also-recent"), 6_000));
         assert!(d.insert(event_key("old"), 6_000), "beyond the window");
     }
 }

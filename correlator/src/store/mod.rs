@@ -223,40 +223,69 @@ impl Store {
     }
 }
 
-/// Logs an event and records its id; false when the id was seen within the
-/// dedup window (a resend), in which case nothing is written.
-pub fn insert_event(
-    log: &mut rusqlite::CachedStatement<'_>,
-    dedup: &mut dedup::Dedup,
-    alert: &core::Alert,
-    now: UnixMs,
-) -> Result<bool, StoreError> {
-    let key = schema::event_key(&alert.event_id);
-    if !dedup.insert(key, now) {
-        return Ok(false);
+/// One event as the log keeps it: its dedup key and its entry in the log
+/// row, a JSON `[id, source, fingerprint, status]`. Prepared on the HTTP
+/// worker, so the single writer only copies bytes.
+#[derive(Debug)]
+pub struct LoggedEvent {
+    pub key: [u8; 16],
+    entry: String,
+}
+
+impl LoggedEvent {
+    pub fn of(alert: &core::Alert) -> Self {
+        let entry = serde_json::to_string(&(
+            &alert.event_id,
+            &alert.source,
+            &alert.fingerprint,
+            alert.status.as_str(),
+        ))
+        .expect("a tuple of strings always serialises");
+        Self {
+            key: schema::event_key(&alert.event_id),
+            entry,
+        }
     }
-    log.execute(params![
-        key.as_slice(),
-        alert.event_id,
-        now,
-        alert.source,
-        alert.fingerprint,
-        alert.status.as_str()
-    ])?;
-    Ok(true)
 }
 
-/// The statement [`insert_event`] writes the event log with.
-pub fn event_log<'c>(tx: &'c Transaction<'_>) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-    Ok(tx.prepare_cached(
-        "INSERT INTO events(key, id, received_at_ms, source, fingerprint, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?)
+/// The events of one request that dedup let through, written as one row of
+/// the event log (see schema migration 6; the view `events` shows one row
+/// per event).
+#[derive(Debug, Default)]
+pub struct EventLogRow {
+    keys: Vec<u8>,
+    events: String,
 }
 
-/// Deletes logged events older than the dedup window (they can no longer
-/// be recognised as resends anyway). Returns how many.
+impl EventLogRow {
+    pub fn push(&mut self, event: &LoggedEvent) {
+        self.keys.extend_from_slice(&event.key);
+        self.events
+            .push(if self.events.is_empty() { '[' } else { ',' });
+        self.events.push_str(&event.entry);
+    }
+
+    /// Writes the row, unless every event was a duplicate.
+    pub fn write(mut self, tx: &Connection, received_at_ms: UnixMs) -> Result<(), StoreError> {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        self.events.push(']');
+        tx.prepare_cached(
+            "INSERT INTO event_log(received_at_ms, keys, events) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![received_at_ms, self.keys, self.events])?;
+        Ok(())
+    }
+}
+
+/// Deletes logged requests older than the dedup window (their events can no
+/// longer be recognised as resends anyway). Returns how many.
 pub fn prune_events(conn: &Connection, before_ms: UnixMs) -> Result<usize, StoreError> {
-    Ok(conn.execute("DELETE FROM events WHERE received_at_ms < ?1", [before_ms])?)
+    Ok(conn.execute(
+        "DELETE FROM event_log WHERE received_at_ms < ?1",
+        [before_ms],
+    )?)
 }
 
 /// Appends a timeline entry.

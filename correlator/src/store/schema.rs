@@ -270,6 +270,29 @@ const MIGRATIONS: &[Migration] = &[
     );
         ",
     ),
+    // 6: the event log takes one row per ingest request instead of one per
+    // event: the dedup keys side by side in one blob (16 bytes each), the
+    // events as a JSON array of [id, source, fingerprint, status]. A row per
+    // event cost more than everything else the ingest writer does. The view
+    // `events` shows one row per event, as the table did.
+    Migration::Sql(
+        "
+    CREATE TABLE event_log (
+        received_at_ms INTEGER NOT NULL,
+        keys BLOB NOT NULL,
+        events TEXT NOT NULL
+    );
+    INSERT INTO event_log(received_at_ms, keys, events)
+        SELECT received_at_ms, key, json_array(json_array(id, source, fingerprint, status))
+        FROM events ORDER BY received_at_ms, rowid;
+    DROP TABLE events;
+    CREATE INDEX event_log_received ON event_log(received_at_ms);
+    CREATE VIEW events(key, id, received_at_ms, source, fingerprint, status) AS
+        SELECT substr(l.keys, e.key * 16 + 1, 16), e.value ->> 0, l.received_at_ms,
+               e.value ->> 1, e.value ->> 2, e.value ->> 3
+        FROM event_log AS l, json_each(l.events) AS e;
+        ",
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -398,6 +421,47 @@ mod tests {
             (key.as_slice(), id.as_str()),
             (event_key("ev-1").as_slice(), "ev-1")
         );
+    }
+
+    #[test]
+    fn events_keep_their_ids_keys_and_order_through_the_one_row_per_request_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 5).unwrap();
+        for (id, at) in [("ev-2", 7), ("ev-1", 3), ("ev-\"3\"", 7)] {
+            conn.execute(
+                "INSERT INTO events(key, id, received_at_ms, source, fingerprint, status)
+                 VALUES (?1, ?2, ?3, 'agent', 'fp', 'firing')",
+                params![event_key(id).as_slice(), id, at],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT key, id, received_at_ms, source, fingerprint, status FROM events")
+            .unwrap();
+        let rows: Vec<(Vec<u8>, String, i64, String, String, String)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let ids: Vec<(&str, i64)> = rows.iter().map(|r| (r.1.as_str(), r.2)).collect();
+        assert_eq!(ids, [("ev-1", 3), ("ev-2", 7), ("ev-\"3\"", 7)]);
+        for r in &rows {
+            assert_eq!(r.0, event_key(&r.1), "the key of {}", r.1);
+            assert_eq!(
+                (r.3.as_str(), r.4.as_str(), r.5.as_str()),
+                ("agent", "fp", "firing")
+            );
+        }
     }
 
     #[test]
