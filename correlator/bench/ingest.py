@@ -10,7 +10,12 @@ committed before the 2xx. Then a memory phase loads 100,000 distinct active
 alerts (1000 hosts x 5 apps x 20 alert names) into each and reports RSS per
 active alert.
 
-Usage: correlator/bench/ingest.py [--duration 20] [--connections 32]
+Connections: 256 by default. The load stands for a fleet of 1000 hosts whose
+agents and Alertmanagers post concurrently, so a central receiver holds
+hundreds of connections; both tools get the same number. --connections 32
+gives the figure of earlier runs.
+
+Usage: correlator/bench/ingest.py [--duration 20] [--connections 256]
 Needs: wrk, prometheus-alertmanager (apt-get install wrk prometheus-alertmanager),
 and a release build (the script runs cargo build --release itself).
 """
@@ -238,7 +243,7 @@ def measure(name, start, kind, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=20, help="seconds of wrk load per tool")
-    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--names", type=int, default=20, help="alert names in the memory phase (x 5000 alerts)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
