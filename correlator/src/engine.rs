@@ -876,7 +876,7 @@ fn ingest_job(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use fincorp_api::wire::{AlertStatus, Severity};
@@ -884,7 +884,8 @@ mod tests {
 
     use super::*;
 
-    fn alert(n: usize, host: u8, name: u8, firing: bool) -> Alert {
+    /// An alert with event id `ev-{n}` and fingerprint `h{host}/r{name}`.
+    pub(crate) fn alert(n: usize, host: u8, name: u8, firing: bool) -> Alert {
         let fp = format!("h{host}/r{name}");
         Alert {
             event_id: format!("ev-{n}"),
@@ -907,6 +908,21 @@ mod tests {
             starts_at_ms: 0,
             at_ms: 0,
         }
+    }
+
+    /// An engine on a fresh database in `dir` (dedup window 1 h), and a
+    /// runtime to submit with.
+    fn open(
+        dir: &std::path::Path,
+        cfg: core::Config,
+        playbooks: Vec<Playbook>,
+    ) -> (Engine, tokio::runtime::Runtime) {
+        let engine = Engine::open(&dir.join("c.db"), cfg, Arc::new(playbooks), 3_600_000).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (engine, rt)
     }
 
     /// Everything the store holds about incidents, in a comparable form.
@@ -984,17 +1000,7 @@ mod tests {
             resolve_after_ms: 1_000,
             ..core::Config::with_defaults()
         };
-        let engine = Engine::open(
-            &dir.path().join("c.db"),
-            cfg,
-            Arc::new(playbooks),
-            3_600_000,
-        )
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (engine, rt) = open(dir.path(), cfg, playbooks);
         let submit = |alerts: Vec<Alert>, now| {
             rt.block_on(engine.submit(alerts, now, Duration::from_secs(5)))
                 .unwrap()
@@ -1070,17 +1076,7 @@ mod tests {
     fn an_ingest_answer_waits_for_the_wal_flush_and_other_writes_stay_fully_synchronous() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("c.db");
-        let engine = Engine::open(
-            &db,
-            core::Config::with_defaults(),
-            Arc::new(vec![]),
-            3_600_000,
-        )
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (engine, rt) = open(dir.path(), core::Config::with_defaults(), vec![]);
         let submit = |n: usize, now| {
             rt.block_on(engine.submit(vec![alert(n, 1, 1, true)], now, Duration::from_secs(5)))
         };
@@ -1112,8 +1108,7 @@ mod tests {
         #[test]
         fn replaying_a_stream_changes_nothing(stream in prop::collection::vec((0u8..3, 0u8..3, any::<bool>()), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
-            let engine = Engine::open(&dir.path().join("c.db"), core::Config::with_defaults(), Arc::new(vec![]), 3_600_000).unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (engine, rt) = open(dir.path(), core::Config::with_defaults(), vec![]);
             let alerts: Vec<Alert> = stream.iter().enumerate().map(|(n, (h, r, f))| alert(n, *h, *r, *f)).collect();
             let first = rt.block_on(engine.submit(alerts.clone(), 1_000, Duration::from_secs(5))).unwrap();
             prop_assert_eq!(first.ack.accepted as usize, alerts.len());

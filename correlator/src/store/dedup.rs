@@ -108,28 +108,9 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::tests::alert;
     use crate::store::schema::event_key;
     use crate::store::{EventLogRow, LoggedEvent};
-
-    fn alert(id: &str) -> crate::core::Alert {
-        crate::core::Alert {
-            event_id: id.into(),
-            source: "agent".into(),
-            fingerprint: "fp".into(),
-            status: fincorp_api::wire::AlertStatus::Firing,
-            name: "n".into(),
-            host: "h".into(),
-            app: None,
-            severity: fincorp_api::wire::Severity::Warning,
-            metric: String::new(),
-            value: 0.0,
-            threshold: 0.0,
-            summary: String::new(),
-            labels: Default::default(),
-            starts_at_ms: 0,
-            at_ms: 0,
-        }
-    }
 
     #[test]
     fn an_id_is_new_once_within_the_window_and_new_again_after_it() {
@@ -147,17 +128,18 @@ mod tests {
     fn it_is_rebuilt_from_the_log() {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
-        for (ids, at) in [(&["old"][..], 0), (&["recent", "also-recent"][..], 5_000)] {
+        // ev-0 is old; ev-1 and ev-2 arrived together, recently.
+        for (ns, at) in [(&[0][..], 0), (&[1, 2][..], 5_000)] {
             let mut row = EventLogRow::default();
-            for id in ids {
-                row.push(&LoggedEvent::of(&alert(id)));
+            for n in ns {
+                row.push(&LoggedEvent::of(&alert(*n, 1, 1, true)));
             }
             row.write(&conn, at).unwrap();
         }
         let mut d = Dedup::load(&conn, 2_000, 6_000).unwrap();
         assert_eq!(d.len(), 2);
-        assert!(!d.insert(event_key("recent"), 6_000));
-        assert!(!d.insert(event_key("also-recent"), 6_000));
-        assert!(d.insert(event_key("old"), 6_000), "beyond the window");
+        assert!(!d.insert(event_key("ev-1"), 6_000));
+        assert!(!d.insert(event_key("ev-2"), 6_000));
+        assert!(d.insert(event_key("ev-0"), 6_000), "beyond the window");
     }
 }
