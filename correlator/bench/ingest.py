@@ -39,40 +39,43 @@ HOSTS, APPS = 1000, 5
 APP_NAMES = ["FINCORP-APP-TRANSPROC", "FINCORP-APP-HFT", "FINCORP-APP-CRM", "FINCORP-APP-CORE", "FINCORP-APP-INSURANCE"]
 
 # The load generator must not be what limits the measurement on a 2-core
-# machine: every body is rendered once at start, and a request only swaps in
-# fresh event ids (for the correlator, so each event is stored) or nothing
-# (Alertmanager merges repeats by labels, as it does in production).
+# machine: every request (headers and body) is rendered once at start, and a
+# request only swaps in fresh event ids (for the correlator, so each event is
+# stored) or nothing (Alertmanager merges repeats by labels, as it does in
+# production). Ids have a fixed width, so Content-Length is known up front.
 LUA = r"""
 local slots = %(slots)s
 local counter = 0
 local tid = 0
 setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
 request = function()
   local parts = slots[(counter %% #slots) + 1]
   counter = counter + 1
   if #parts == 1 then
-    return wrk.format(nil, nil, nil, parts[1])
+    return parts[1]
   end
-  local prefix = "t" .. tid .. "-" .. counter .. "-"
+  local prefix = string.format("t%%d-%%010d-", tid %% 10, counter %% 10000000000)
   local out = {parts[1]}
   for i = 2, #parts do
     out[#out + 1] = prefix
     out[#out + 1] = parts[i]
   end
-  return wrk.format(nil, nil, nil, table.concat(out))
+  return table.concat(out)
 end
 """
+# What the Lua above puts in place of each @@ID@@: "t0-0000000001-".
+ID_PREFIX_LEN = 14
 
 
 def lua_string(text):
-    return "[==[" + text + "]==]"
+    """A Lua string literal (long brackets would turn CRLF into LF)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n")
+    return '"' + escaped + '"'
 
 
-def slots(kind, names):
-    """Batches of 10 distinct alerts over HOSTS x APPS x names, as Lua tables
-    of body pieces; event ids go between the pieces."""
+def slots(kind, names, path, host):
+    """Requests carrying 10 distinct alerts each over HOSTS x APPS x names, as
+    Lua tables of pieces; event id prefixes go between the pieces."""
     space = HOSTS * APPS * names
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
     out = []
@@ -80,15 +83,18 @@ def slots(kind, names):
         events = []
         for i in range(10):
             k = b * 10 + i
-            host, app, name = f"host-{k % HOSTS}", APP_NAMES[(k // HOSTS) % APPS], f"HighCPU{k // (HOSTS * APPS)}"
+            host_name, app, name = f"host-{k % HOSTS}", APP_NAMES[(k // HOSTS) % APPS], f"HighCPU{k // (HOSTS * APPS)}"
             if kind == "am":
-                events.append(json.dumps({"labels": {"alertname": name, "host": host, "app": app, "severity": "warning"},
+                events.append(json.dumps({"labels": {"alertname": name, "host": host_name, "app": app, "severity": "warning"},
                                           "annotations": {"summary": "cpu high"}, "startsAt": started}))
             else:
-                events.append(json.dumps({"id": f"@@ID@@{i}", "source": "prometheus", "name": name, "host": host,
+                events.append(json.dumps({"id": f"@@ID@@{i}", "source": "prometheus", "name": name, "host": host_name,
                                           "app": app, "severity": "warning", "summary": "cpu high"}))
         body = "[" + ",".join(events) + "]" if kind == "am" else '{"events":[' + ",".join(events) + "]}"
-        pieces = body.split("@@ID@@")
+        length = len(body.replace("@@ID@@", "x" * ID_PREFIX_LEN).encode())
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {length}\r\n\r\n")
+        pieces = (head + body).split("@@ID@@")
         out.append("{" + ",".join(lua_string(p) for p in pieces) + "}")
     return "{" + ",\n".join(out) + "}"
 
@@ -124,9 +130,10 @@ def wait_up(url, timeout=30):
     sys.exit(f"{url} did not come up")
 
 
-def lua(path, kind, names):
-    with open(path, "w") as f:
-        f.write(LUA % {"slots": slots(kind, names)})
+def lua(script, kind, names, base, path):
+    host = base.split("://", 1)[1]
+    with open(script, "w") as f:
+        f.write(LUA % {"slots": slots(kind, names, path, host)})
 
 
 def wrk(url, script, duration, connections):
@@ -200,7 +207,7 @@ def measure(name, start, kind, args):
         try:
             wait_up(base + health)
             script = os.path.join(tmp, "load.lua")
-            lua(script, kind, names=1)
+            lua(script, kind, 1, base, path)
             cpu0 = cpu_seconds(proc.pid)
             w = wrk(base + path, script, args.duration, args.connections)
             cpu = (cpu_seconds(proc.pid) - cpu0) / args.duration
