@@ -85,7 +85,7 @@ pub async fn run(
     )?;
     let predict = predict::Predict::new(cfg.predict, engine.metrics.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState {
+    let state = AppState::new(api::Shared {
         predict: predict.clone(),
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(cfg.keys, cfg.max_skew_ms)),
@@ -95,7 +95,7 @@ pub async fn run(
         tokens: Arc::new(cfg.tokens),
         alertmanager: Arc::new(cfg.alertmanager),
         shutdown: stop_rx,
-    };
+    });
 
     let tls = cfg
         .tls

@@ -35,9 +35,34 @@ pub use error::ApiError;
 /// Largest accepted request body: 1 MiB. Larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// Everything the handlers share.
+/// Everything the handlers share, behind one `Arc`: axum clones the state
+/// for the middleware and again for the handler of every request, and one
+/// shared counter costs less than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// Changes the state before it is shared (tests).
+    #[cfg(test)]
+    pub(crate) fn unshared_mut(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.0).expect("the state is not shared yet")
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub engine: Arc<Engine>,
     pub verifier: Arc<Verifier>,
     pub bus: Arc<CommandBus>,
@@ -53,7 +78,7 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-impl AppState {
+impl Shared {
     /// Checks a signed request; returns the key id it was signed with.
     fn authenticate(
         &self,

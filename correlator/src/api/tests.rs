@@ -82,7 +82,7 @@ pub(crate) fn fixture_in(
     .unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let predict = crate::predict::Predict::new(Default::default(), engine.metrics.clone());
-    let state = AppState {
+    let state = AppState::new(super::Shared {
         predict,
         engine,
         verifier: Arc::new(Verifier::new([key()], 30_000)),
@@ -92,7 +92,7 @@ pub(crate) fn fixture_in(
         tokens: Arc::new(vec![]),
         alertmanager: Arc::new(crate::ingest::alertmanager::Mapping::default()),
         shutdown: rx,
-    };
+    });
     Fixture { _dir: dir, state }
 }
 
@@ -839,7 +839,7 @@ fn token(name: &str, role: auth::Role, secret: &str) -> auth::Token {
 #[tokio::test]
 async fn tokens_gate_the_api_by_role_and_name_the_actor() {
     let mut f = fixture();
-    f.state.tokens = Arc::new(vec![
+    f.state.unshared_mut().tokens = Arc::new(vec![
         token("dashboard", auth::Role::Viewer, "viewer-secret"),
         token("oncall-sre", auth::Role::Operator, "operator-secret"),
         token("head-of-ops", auth::Role::Admin, "admin-secret"),
