@@ -441,11 +441,13 @@ impl State {
     fn firing(&mut self, alert: Alert, now: UnixMs) -> Vec<Effect> {
         if let Some(active) = self.active.get(&alert.fingerprint) {
             let incident_id = active.incident_id.clone();
-            let mut effects = vec![];
-            if let Some(id) = &incident_id {
-                effects.extend(self.raise_severity(id, alert.severity, now));
-            }
-            effects.insert(0, Effect::AlertRefreshed { incident_id, alert });
+            let raised = match &incident_id {
+                Some(id) => self.raise_severity(id, alert.severity, now),
+                None => vec![],
+            };
+            let mut effects = Vec::with_capacity(1 + raised.len());
+            effects.push(Effect::AlertRefreshed { incident_id, alert });
+            effects.extend(raised);
             return effects;
         }
 
