@@ -27,6 +27,8 @@ struct RawConfig {
     state_dir: PathBuf,
     /// How long event ids are remembered to recognise resends.
     dedup_window: Option<Duration>,
+    /// Most event ids remembered; past it the oldest are forgotten early.
+    dedup_max_ids: Option<u64>,
     agent_auth: RawAuth,
     #[serde(default)]
     correlation: RawCorrelation,
@@ -274,6 +276,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
     pub dedup_window_ms: i64,
+    pub dedup_max_ids: usize,
     pub max_skew_ms: i64,
     pub keys: Vec<SigningKey>,
     pub correlation: core::Config,
@@ -442,6 +445,9 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
     {
         errors.push(doc.error("dedup_window", "dedup_window must be at least 1m"));
     }
+    if raw.dedup_max_ids.is_some_and(|n| n < 1_000) {
+        errors.push(doc.error("dedup_max_ids", "dedup_max_ids must be at least 1000"));
+    }
     let correlation = correlation(doc, &base, &raw.correlation, &mut errors);
     let alertmanager = alertmanager_mapping(doc, raw.alertmanager.as_ref(), &mut errors);
 
@@ -514,6 +520,9 @@ fn validate(doc: &Document, raw: RawConfig, overrides: &Overrides) -> Result<Con
             .dedup_window
             .map(Duration::as_millis_i64)
             .unwrap_or(DEFAULT_DEDUP_WINDOW_MS),
+        dedup_max_ids: raw.dedup_max_ids.map_or(DEFAULT_DEDUP_MAX_IDS, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }),
         max_skew_ms: raw.agent_auth.max_skew.as_millis_i64(),
         keys,
         correlation,
@@ -712,6 +721,8 @@ fn servicenow(
 
 /// Six hours of event ids: longer than any agent spool outage we expect.
 pub const DEFAULT_DEDUP_WINDOW_MS: i64 = 6 * 3_600_000;
+/// About 1 GB of memory at about 50 bytes per id.
+pub const DEFAULT_DEDUP_MAX_IDS: usize = 20_000_000;
 
 fn ms(d: Option<Duration>, default_ms: i64) -> i64 {
     d.map(Duration::as_millis_i64).unwrap_or(default_ms)
@@ -1020,6 +1031,7 @@ integrations:
     url: ftp://example
     username: u
     password: { file: missing.pass }
+dedup_max_ids: 10
 ";
         let file = dir.path().join("c.yaml");
         std::fs::write(&file, text).unwrap();
@@ -1050,7 +1062,13 @@ integrations:
             all.contains(&format!("{f}:15:15: error: cannot read secret file")),
             "{all}"
         );
-        assert_eq!(err.0.len(), 5, "{all}");
+        assert!(
+            all.contains(&format!(
+                "{f}:16:16: error: dedup_max_ids must be at least 1000"
+            )),
+            "{all}"
+        );
+        assert_eq!(err.0.len(), 6, "{all}");
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct Writer {
     dedup: Dedup,
     /// When the event log was last pruned to the dedup window.
     pruned_at_ms: UnixMs,
+    /// Dedup evictions already counted in the metrics.
+    evictions_reported: u64,
     wal: WalGuard,
 }
 
@@ -80,6 +82,7 @@ impl Writer {
         self.dedup = Dedup::load(
             &self.store.conn,
             self.dedup.window_ms(),
+            self.dedup.max_ids(),
             fincorp_api::now_ms(),
         )?;
         Ok(())
@@ -195,6 +198,7 @@ impl Engine {
         cfg: core::Config,
         playbooks: Arc<Vec<Playbook>>,
         dedup_window_ms: i64,
+        dedup_max_ids: usize,
     ) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
         // Commits only append to the WAL; a background thread checkpoints it,
@@ -203,7 +207,7 @@ impl Engine {
         store.conn.pragma_update(None, "cache_size", -16_384)?;
         let core = store.load_core(cfg.clone())?;
         let now = fincorp_api::now_ms();
-        let dedup = Dedup::load(&store.conn, dedup_window_ms, now)?;
+        let dedup = Dedup::load(&store.conn, dedup_window_ms, dedup_max_ids, now)?;
         let reader = store::connect(path)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
@@ -225,6 +229,7 @@ impl Engine {
             core,
             dedup,
             pruned_at_ms: now,
+            evictions_reported: 0,
             wal,
         }));
         let (jobs, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -325,6 +330,17 @@ impl Engine {
         let result = (|| -> Result<Vec<String>, StoreError> {
             let w = &mut *guard;
             w.dedup.expire(now);
+            let evicted = w.dedup.evicted() - w.evictions_reported;
+            if evicted > 0 {
+                w.evictions_reported = w.dedup.evicted();
+                self.metrics.dedup_evicted(evicted);
+                tracing::warn!(
+                    evicted,
+                    max_ids = w.dedup.max_ids(),
+                    remembered_since = %w.dedup.oldest_ms().map(format_ms).unwrap_or_default(),
+                    "the dedup set is at its cap (dedup_max_ids): event ids were forgotten before the end of dedup_window"
+                );
+            }
             let prune = now - w.pruned_at_ms >= 60_000;
             if effects.is_empty() && !prune {
                 return Ok(vec![]);
@@ -917,12 +933,58 @@ pub(crate) mod tests {
         cfg: core::Config,
         playbooks: Vec<Playbook>,
     ) -> (Engine, tokio::runtime::Runtime) {
-        let engine = Engine::open(&dir.join("c.db"), cfg, Arc::new(playbooks), 3_600_000).unwrap();
+        open_capped(dir, cfg, playbooks, 1_000_000)
+    }
+
+    /// [`open`] with at most `max_ids` ids in the dedup set.
+    fn open_capped(
+        dir: &std::path::Path,
+        cfg: core::Config,
+        playbooks: Vec<Playbook>,
+        max_ids: usize,
+    ) -> (Engine, tokio::runtime::Runtime) {
+        let engine = Engine::open(
+            &dir.join("c.db"),
+            cfg,
+            Arc::new(playbooks),
+            3_600_000,
+            max_ids,
+        )
+        .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         (engine, rt)
+    }
+
+    #[test]
+    fn ids_forgotten_by_the_dedup_cap_are_counted_and_their_resends_absorbed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rt) = open_capped(dir.path(), core::Config::with_defaults(), vec![], 2);
+        let submit = |alerts: Vec<Alert>, now| {
+            rt.block_on(engine.submit(alerts, now, Duration::from_secs(5)))
+                .unwrap()
+        };
+        let first = submit((0..3).map(|n| alert(n, 1, 1, true)).collect(), 1_000);
+        assert_eq!(first.ack.accepted, 3);
+        engine.tick(2_000).unwrap();
+        let text = engine.metrics.render(0, 0);
+        assert!(
+            text.contains("fincorp_correlator_dedup_evicted_total 1"),
+            "{text}"
+        );
+        // ev-0 was forgotten early: its resend is accepted again, and the
+        // core absorbs it (a repeat of a firing alert changes no incident).
+        let before = dump(&engine);
+        let again = submit(vec![alert(0, 1, 1, true)], 3_000);
+        assert_eq!((again.ack.accepted, again.ack.duplicates), (1, 0));
+        let after = dump(&engine);
+        assert_eq!(
+            before[..3],
+            after[..3],
+            "incidents, alerts and timeline unchanged"
+        );
     }
 
     /// Everything the store holds about incidents, in a comparable form.

@@ -55,8 +55,14 @@ pub async fn run(
     let playbooks = Arc::new(cfg.playbooks);
     let playbook_count = playbooks.len();
     let engine = Arc::new(
-        Engine::open(&db, cfg.correlation, playbooks, cfg.dedup_window_ms)
-            .with_context(|| format!("cannot open the database {}", db.display()))?,
+        Engine::open(
+            &db,
+            cfg.correlation,
+            playbooks,
+            cfg.dedup_window_ms,
+            cfg.dedup_max_ids,
+        )
+        .with_context(|| format!("cannot open the database {}", db.display()))?,
     );
     let (open, firing) = engine.core_counts();
     let servicenow = cfg

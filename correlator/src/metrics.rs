@@ -51,6 +51,7 @@ pub struct Metrics {
     commit_seconds: Histogram,
     commit_requests: Histogram,
     sync_seconds: Histogram,
+    dedup_evicted: Counter,
     open_incidents: Gauge,
     active_alerts: Gauge,
     queue_depth: Gauge,
@@ -316,6 +317,12 @@ impl Metrics {
             "Time to flush the WAL to disk for committed ingest groups, before they are answered",
             sync_seconds.clone(),
         );
+        let dedup_evicted = Counter::default();
+        registry.register(
+            "dedup_evicted",
+            "Event ids forgotten before the end of dedup_window because the set reached dedup_max_ids",
+            dedup_evicted.clone(),
+        );
         let open_incidents = Gauge::default();
         registry.register(
             "open_incidents",
@@ -357,6 +364,7 @@ impl Metrics {
             commit_seconds,
             commit_requests,
             sync_seconds,
+            dedup_evicted,
             open_incidents,
             active_alerts,
             queue_depth,
@@ -391,6 +399,10 @@ impl Metrics {
         self.commits.inc();
         self.commit_seconds.observe(took.as_secs_f64());
         self.commit_requests.observe(requests as f64);
+    }
+
+    pub fn dedup_evicted(&self, n: u64) {
+        self.dedup_evicted.inc_by(n);
     }
 
     pub fn observe_sync(&self, took: Duration) {

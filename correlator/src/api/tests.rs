@@ -62,6 +62,7 @@ pub(crate) fn fixture_in(
             cfg,
             Arc::new(playbooks),
             3_600_000,
+            1_000_000,
         )
         .unwrap(),
     );

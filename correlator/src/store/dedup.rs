@@ -36,25 +36,39 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Event ids seen within the window.
+/// Event ids seen within the window, at most `max_ids` of them: memory is
+/// bounded whatever the ingest rate. Past the cap the oldest ids are
+/// forgotten before the window ends (counted in `evicted`); a resend older
+/// than what is remembered is absorbed by the core like one older than the
+/// window.
 pub struct Dedup {
     window_ms: i64,
+    max_ids: usize,
     set: HashSet<[u8; 16], BuildHasherDefault<KeyHasher>>,
     order: VecDeque<(UnixMs, [u8; 16])>,
+    evicted: u64,
 }
 
 impl Dedup {
-    pub fn new(window_ms: i64) -> Self {
+    pub fn new(window_ms: i64, max_ids: usize) -> Self {
         Self {
             window_ms,
+            max_ids: max_ids.max(1),
             set: HashSet::default(),
             order: VecDeque::new(),
+            evicted: 0,
         }
     }
 
-    /// Rebuilds from the log: every id received within the window before `now`.
-    pub fn load(conn: &Connection, window_ms: i64, now: UnixMs) -> Result<Self, StoreError> {
-        let mut d = Self::new(window_ms);
+    /// Rebuilds from the log: every id received within the window before
+    /// `now` (the newest `max_ids` of them).
+    pub fn load(
+        conn: &Connection,
+        window_ms: i64,
+        max_ids: usize,
+        now: UnixMs,
+    ) -> Result<Self, StoreError> {
+        let mut d = Self::new(window_ms, max_ids);
         let mut stmt = conn.prepare(
             "SELECT keys, received_at_ms FROM event_log WHERE received_at_ms >= ?1 ORDER BY received_at_ms, rowid",
         )?;
@@ -77,7 +91,28 @@ impl Dedup {
             return false;
         }
         self.order.push_back((at, key));
+        if self.order.len() > self.max_ids {
+            if let Some((_, oldest)) = self.order.pop_front() {
+                self.set.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
         true
+    }
+
+    /// Ids forgotten before the end of the window because of the cap, since
+    /// start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// When the oldest id remembered was received.
+    pub fn oldest_ms(&self) -> Option<UnixMs> {
+        self.order.front().map(|(at, _)| *at)
+    }
+
+    pub fn max_ids(&self) -> usize {
+        self.max_ids
     }
 
     /// Forgets ids received before `now - window`.
@@ -114,7 +149,7 @@ mod tests {
 
     #[test]
     fn an_id_is_new_once_within_the_window_and_new_again_after_it() {
-        let mut d = Dedup::new(1_000);
+        let mut d = Dedup::new(1_000, 100);
         assert!(d.insert(event_key("a"), 0));
         assert!(!d.insert(event_key("a"), 500));
         d.expire(999);
@@ -122,6 +157,29 @@ mod tests {
         d.expire(1_001);
         assert!(d.is_empty());
         assert!(d.insert(event_key("a"), 1_001));
+    }
+
+    #[test]
+    fn past_its_cap_the_set_forgets_the_oldest_ids_and_counts_them() {
+        let mut d = Dedup::new(3_600_000, 3);
+        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            assert!(d.insert(event_key(id), i as i64));
+        }
+        assert_eq!((d.len(), d.evicted(), d.oldest_ms()), (3, 2, Some(2)));
+        assert!(!d.insert(event_key("e"), 10), "still remembered");
+        assert!(d.insert(event_key("a"), 11), "forgotten early, by the cap");
+        // Rebuilt from the log, it keeps the newest ids within the cap.
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        for n in 0..5 {
+            let mut row = EventLogRow::default();
+            row.push(&LoggedEvent::of(&alert(n, 1, 1, true)));
+            row.write(&conn, n as i64).unwrap();
+        }
+        let mut d = Dedup::load(&conn, 3_600_000, 2, 10).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(!d.insert(event_key("ev-4"), 10));
+        assert!(d.insert(event_key("ev-0"), 10));
     }
 
     #[test]
@@ -136,7 +194,7 @@ mod tests {
             }
             row.write(&conn, at).unwrap();
         }
-        let mut d = Dedup::load(&conn, 2_000, 6_000).unwrap();
+        let mut d = Dedup::load(&conn, 2_000, 100, 6_000).unwrap();
         assert_eq!(d.len(), 2);
         assert!(!d.insert(event_key("ev-1"), 6_000));
         assert!(!d.insert(event_key("ev-2"), 6_000));
