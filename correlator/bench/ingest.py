@@ -5,8 +5,8 @@ one after the other, on this machine.
 Load (both tools): wrk POSTs batches of 10 distinct alerts, cycling over
 1000 hosts x 5 apps. Alertmanager gets them at /api/v2/alerts (its own API);
 the correlator at /api/v1/ingest/events, each event with a fresh id so that
-every one is stored durably (SQLite WAL, synchronous=FULL), correlated and
-committed before the 2xx. Then a memory phase loads 100,000 distinct active
+every one is stored durably (committed to the SQLite WAL and the WAL
+fdatasynced), correlated and committed before the 2xx. Then a memory phase loads 100,000 distinct active
 alerts (1000 hosts x 5 apps x 20 alert names) into each and reports RSS per
 active alert.
 

@@ -210,9 +210,11 @@ impl Engine {
         let dedup = Dedup::load(&store.conn, dedup_window_ms, dedup_max_ids, now)?;
         let reader = store::connect(path)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The WAL file: checkpointed, flushed and watched by three threads.
+        let wal_path = path.with_extension("db-wal");
         {
             let (checkpointer, stop) = (store::connect(path)?, stop.clone());
-            let wal = path.with_extension("db-wal");
+            let wal = wal_path.clone();
             std::thread::Builder::new()
                 .name("wal-checkpoint".into())
                 .spawn(move || checkpoint_loop(&checkpointer, &wal, &stop))
@@ -221,7 +223,7 @@ impl Engine {
         let metrics = Arc::new(Metrics::new());
         metrics.set_core_counts(core.open_incidents().count(), core.active_alerts());
         let wal = WalGuard {
-            path: path.with_extension("db-wal"),
+            path: wal_path.clone(),
             checked: Instant::now(),
         };
         let writer = Arc::new(Mutex::new(Writer {
@@ -236,7 +238,7 @@ impl Engine {
         let playbooks = Arc::new(RwLock::new(playbooks));
         let (committed, to_sync) = std::sync::mpsc::channel();
         {
-            let (wal, metrics) = (path.with_extension("db-wal"), metrics.clone());
+            let (wal, metrics) = (wal_path, metrics.clone());
             std::thread::Builder::new()
                 .name("ingest-sync".into())
                 .spawn(move || sync_loop(&to_sync, &wal, &metrics))
