@@ -91,8 +91,8 @@ impl Writer {
 
 struct Job {
     alerts: Vec<Alert>,
-    /// One per alert, in order: the event log's part, prepared off the writer.
-    log: Vec<store::LoggedEvent>,
+    /// The alerts as the event log keeps them, prepared off the writer.
+    log: store::LoggedRequest,
     now: UnixMs,
     reply: oneshot::Sender<Result<Ingested, String>>,
 }
@@ -301,7 +301,7 @@ impl Engine {
         wait: std::time::Duration,
     ) -> Result<Ingested, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let log = alerts.iter().map(store::LoggedEvent::of).collect();
+        let log = store::LoggedRequest::of(&alerts);
         let job = Job {
             alerts,
             log,
@@ -809,12 +809,10 @@ fn ingest_job(
     // Per source: (stored, duplicates), counted once per request.
     let mut tally: Vec<(String, u64, u64)> = Vec::new();
     let mut runs = Vec::new();
-    let mut row = store::EventLogRow::default();
-    for (alert, logged) in alerts.into_iter().zip(&log) {
-        let new = dedup.insert(logged.key, now);
-        if new {
-            row.push(logged);
-        }
+    let mut kept = Vec::with_capacity(alerts.len());
+    for (i, alert) in alerts.into_iter().enumerate() {
+        let new = dedup.insert(log.key(i), now);
+        kept.push(new);
         match tally.iter_mut().find(|(s, ..)| *s == alert.source) {
             Some(t) => {
                 t.1 += u64::from(new);
@@ -880,7 +878,7 @@ fn ingest_job(
         }
         runs.extend(resolution_runs(tx, playbooks, &effects, now)?);
     }
-    row.write(tx, now)?;
+    log.write(tx, now, &kept)?;
     for (source, stored, dups) in tally {
         metrics.events(&source, stored, dups);
     }
@@ -1164,6 +1162,46 @@ pub(crate) mod tests {
             refused.contains("flushing the WAL to disk failed"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_request_mixing_resends_and_new_events_logs_each_new_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rt) = open(dir.path(), core::Config::with_defaults(), vec![]);
+        let submit = |ns: &[usize], now| {
+            let alerts = ns.iter().map(|n| alert(*n, 1, *n as u8, true)).collect();
+            rt.block_on(engine.submit(alerts, now, Duration::from_secs(5)))
+                .unwrap()
+                .ack
+        };
+        assert_eq!(submit(&[0, 1], 1_000).accepted, 2);
+        let mixed = submit(&[1, 2, 0, 3], 2_000);
+        assert_eq!((mixed.accepted, mixed.duplicates), (2, 2));
+        let w = lock(&engine.writer);
+        let mut stmt = w
+            .store
+            .conn
+            .prepare("SELECT key, id, received_at_ms, fingerprint FROM events")
+            .unwrap();
+        let rows: Vec<(Vec<u8>, String, i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let ids: Vec<(&str, i64)> = rows.iter().map(|r| (r.1.as_str(), r.2)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("ev-0", 1_000),
+                ("ev-1", 1_000),
+                ("ev-2", 2_000),
+                ("ev-3", 2_000)
+            ]
+        );
+        for (n, r) in rows.iter().enumerate() {
+            assert_eq!(r.0, store::schema::event_key(&r.1), "the key of {}", r.1);
+            assert_eq!(r.3, alert(n, 1, n as u8, true).fingerprint);
+        }
     }
 
     proptest! {

@@ -18,7 +18,7 @@ use fincorp_api::UnixMs;
 use fincorp_api::wire::{AlertStatus, Severity};
 use serde::{Deserialize, Serialize};
 
-use super::{IngestError, MAX_EVENTS_PER_REQUEST, check_text, digest, fingerprint, rfc3339_ms};
+use super::{IngestError, MAX_EVENTS_PER_REQUEST, check_text, digest, rfc3339_ms};
 use crate::core::Alert;
 
 #[derive(Debug, Deserialize)]
@@ -59,7 +59,10 @@ fn firing() -> AlertStatus {
 
 /// Parses a body of generic events received at `now`.
 pub fn parse(body: &[u8], now: UnixMs) -> Result<Vec<Alert>, IngestError> {
-    let body: Body = serde_json::from_slice(body).map_err(|e| IngestError::Json(e.to_string()))?;
+    // UTF-8 is checked once for the whole body, not string by string.
+    let text =
+        std::str::from_utf8(body).map_err(|e| IngestError::Json(format!("not UTF-8: {e}")))?;
+    let body: Body = serde_json::from_str(text).map_err(|e| IngestError::Json(e.to_string()))?;
     if body.events.len() > MAX_EVENTS_PER_REQUEST {
         return Err(IngestError::TooMany(body.events.len()));
     }
@@ -72,19 +75,33 @@ pub fn parse(body: &[u8], now: UnixMs) -> Result<Vec<Alert>, IngestError> {
 
 fn normalise(i: usize, e: Event, now: UnixMs) -> Result<Alert, IngestError> {
     let at = |f: &str| format!("events[{i}].{f}");
-    check_text(|| at("source"), &e.source, 64)?;
-    check_text(|| at("name"), &e.name, 128)?;
-    check_text(|| at("host"), &e.host, 253)?;
-    if let Some(app) = &e.app {
+    let Event {
+        id,
+        source,
+        name,
+        host,
+        app,
+        severity,
+        status,
+        summary,
+        labels,
+        fingerprint,
+        starts_at,
+        value,
+    } = e;
+    check_text(|| at("source"), &source, 64)?;
+    check_text(|| at("name"), &name, 128)?;
+    check_text(|| at("host"), &host, 253)?;
+    if let Some(app) = &app {
         check_text(|| at("app"), app, 128)?;
     }
-    if e.summary.len() > 4_096 {
+    if summary.len() > 4_096 {
         return Err(IngestError::field(at("summary"), "longer than 4096 bytes"));
     }
-    if e.labels.len() > 64 {
+    if labels.len() > 64 {
         return Err(IngestError::field(at("labels"), "more than 64 labels"));
     }
-    for (k, v) in &e.labels {
+    for (k, v) in &labels {
         check_text(|| at(&format!("labels.{k}")), k, 128)?;
         if v.len() > 1_024 {
             return Err(IngestError::field(
@@ -93,50 +110,50 @@ fn normalise(i: usize, e: Event, now: UnixMs) -> Result<Alert, IngestError> {
             ));
         }
     }
-    if let Some(v) = e.value.filter(|v| !v.is_finite()) {
+    if let Some(v) = value.filter(|v| !v.is_finite()) {
         return Err(IngestError::field(
             at("value"),
             format!("must be a finite number, not {v}"),
         ));
     }
-    let starts_at_ms = match &e.starts_at {
+    let starts_at_ms = match &starts_at {
         Some(t) => Some(rfc3339_ms(|| at("starts_at"), t)?),
         None => None,
     };
-    let fingerprint = match &e.fingerprint {
+    let fingerprint = match fingerprint {
         Some(fp) => {
-            check_text(|| at("fingerprint"), fp, 128)?;
-            fp.clone()
+            check_text(|| at("fingerprint"), &fp, 128)?;
+            fp
         }
-        None => fingerprint(&e.source, &e.host, e.app.as_deref(), &e.name, &e.labels),
+        None => super::fingerprint(&source, &host, app.as_deref(), &name, &labels),
     };
-    let event_id = match (&e.id, starts_at_ms) {
+    let event_id = match (id, starts_at_ms) {
         (Some(id), _) => {
-            check_text(|| at("id"), id, 128)?;
-            id.clone()
+            check_text(|| at("id"), &id, 128)?;
+            id
         }
-        (None, Some(start)) => digest(&[&fingerprint, e.status.as_str(), &start.to_string()], 32),
+        (None, Some(start)) => digest(&[&fingerprint, status.as_str(), &start.to_string()], 32),
         (None, None) => fincorp_api::signing::random_hex(16),
     };
-    let summary = if e.summary.is_empty() {
-        format!("{} on {}", e.name, e.host)
+    let summary = if summary.is_empty() {
+        format!("{name} on {host}")
     } else {
-        e.summary.clone()
+        summary
     };
     Ok(Alert {
         event_id,
-        source: e.source,
+        source,
         fingerprint,
-        status: e.status,
-        name: e.name,
-        host: e.host,
-        app: e.app,
-        severity: e.severity,
+        status,
+        name,
+        host,
+        app,
+        severity,
         metric: String::new(),
-        value: e.value.unwrap_or(0.0),
+        value: value.unwrap_or(0.0),
         threshold: 0.0,
         summary,
-        labels: e.labels,
+        labels,
         starts_at_ms: starts_at_ms.unwrap_or(now),
         at_ms: now,
     })

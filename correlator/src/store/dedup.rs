@@ -144,8 +144,8 @@ impl Dedup {
 mod tests {
     use super::*;
     use crate::engine::tests::alert;
+    use crate::store::LoggedRequest;
     use crate::store::schema::event_key;
-    use crate::store::{EventLogRow, LoggedEvent};
 
     #[test]
     fn an_id_is_new_once_within_the_window_and_new_again_after_it() {
@@ -172,9 +172,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
         for n in 0..5 {
-            let mut row = EventLogRow::default();
-            row.push(&LoggedEvent::of(&alert(n, 1, 1, true)));
-            row.write(&conn, n as i64).unwrap();
+            LoggedRequest::of(&[alert(n, 1, 1, true)])
+                .write(&conn, n as i64, &[true])
+                .unwrap();
         }
         let mut d = Dedup::load(&conn, 3_600_000, 2, 10).unwrap();
         assert_eq!(d.len(), 2);
@@ -188,11 +188,10 @@ mod tests {
         super::super::schema::migrate(&mut conn).unwrap();
         // ev-0 is old; ev-1 and ev-2 arrived together, recently.
         for (ns, at) in [(&[0][..], 0), (&[1, 2][..], 5_000)] {
-            let mut row = EventLogRow::default();
-            for n in ns {
-                row.push(&LoggedEvent::of(&alert(*n, 1, 1, true)));
-            }
-            row.write(&conn, at).unwrap();
+            let alerts: Vec<_> = ns.iter().map(|n| alert(*n, 1, 1, true)).collect();
+            LoggedRequest::of(&alerts)
+                .write(&conn, at, &vec![true; ns.len()])
+                .unwrap();
         }
         let mut d = Dedup::load(&conn, 2_000, 100, 6_000).unwrap();
         assert_eq!(d.len(), 2);

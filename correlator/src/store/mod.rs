@@ -223,59 +223,100 @@ impl Store {
     }
 }
 
-/// One event as the log keeps it: its dedup key and its entry in the log
-/// row, a JSON `[id, source, fingerprint, status]`. Prepared on the HTTP
-/// worker, so the single writer only copies bytes.
-#[derive(Debug)]
-pub struct LoggedEvent {
-    pub key: [u8; 16],
-    entry: String,
-}
-
-impl LoggedEvent {
-    pub fn of(alert: &core::Alert) -> Self {
-        let entry = serde_json::to_string(&(
-            &alert.event_id,
-            &alert.source,
-            &alert.fingerprint,
-            alert.status.as_str(),
-        ))
-        .expect("a tuple of strings always serialises");
-        Self {
-            key: schema::event_key(&alert.event_id),
-            entry,
-        }
-    }
-}
-
-/// The events of one request that dedup let through, written as one row of
-/// the event log (see schema migration 6; the view `events` shows one row
-/// per event).
+/// The events of one request as the event log keeps them (schema migration
+/// 6): their dedup keys, 16 bytes each, and a JSON array of
+/// `[id, source, fingerprint, status]`. Prepared on the HTTP worker, so the
+/// single writer only checks the keys and, when none is a resend (the usual
+/// case), writes the prepared row as it is.
 #[derive(Debug, Default)]
-pub struct EventLogRow {
+pub struct LoggedRequest {
     keys: Vec<u8>,
     events: String,
+    /// Where each event's entry ends in `events`.
+    ends: Vec<usize>,
 }
 
-impl EventLogRow {
-    pub fn push(&mut self, event: &LoggedEvent) {
-        self.keys.extend_from_slice(&event.key);
-        self.events
-            .push(if self.events.is_empty() { '[' } else { ',' });
-        self.events.push_str(&event.entry);
+impl LoggedRequest {
+    pub fn of(alerts: &[core::Alert]) -> Self {
+        let mut keys = Vec::with_capacity(16 * alerts.len());
+        let mut events = Vec::with_capacity(2 + 100 * alerts.len());
+        let mut ends = Vec::with_capacity(alerts.len());
+        events.push(b'[');
+        for (i, alert) in alerts.iter().enumerate() {
+            if i > 0 {
+                events.push(b',');
+            }
+            keys.extend_from_slice(&schema::event_key(&alert.event_id));
+            let entry = (
+                &alert.event_id,
+                &alert.source,
+                &alert.fingerprint,
+                alert.status.as_str(),
+            );
+            serde_json::to_writer(&mut events, &entry)
+                .expect("a tuple of strings always serialises");
+            ends.push(events.len());
+        }
+        events.push(b']');
+        Self {
+            keys,
+            events: String::from_utf8(events).expect("serde_json writes UTF-8"),
+            ends,
+        }
     }
 
-    /// Writes the row, unless every event was a duplicate.
-    pub fn write(mut self, tx: &Connection, received_at_ms: UnixMs) -> Result<(), StoreError> {
-        if self.keys.is_empty() {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The dedup key of event `i`.
+    pub fn key(&self, i: usize) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&self.keys[16 * i..16 * (i + 1)]);
+        key
+    }
+
+    fn entry(&self, i: usize) -> &str {
+        let start = if i == 0 { 1 } else { self.ends[i - 1] + 1 };
+        &self.events[start..self.ends[i]]
+    }
+
+    /// Writes the events marked in `kept` (the ones dedup let through) as
+    /// one row; nothing when every event was a duplicate.
+    pub fn write(
+        &self,
+        tx: &Connection,
+        received_at_ms: UnixMs,
+        kept: &[bool],
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(kept.len(), self.len());
+        let insert = |keys: &[u8], events: &str| -> Result<(), StoreError> {
+            tx.prepare_cached(
+                "INSERT INTO event_log(received_at_ms, keys, events) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![received_at_ms, keys, events])?;
+            Ok(())
+        };
+        if !kept.contains(&true) {
             return Ok(());
         }
-        self.events.push(']');
-        tx.prepare_cached(
-            "INSERT INTO event_log(received_at_ms, keys, events) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![received_at_ms, self.keys, self.events])?;
-        Ok(())
+        if !kept.contains(&false) {
+            return insert(&self.keys, &self.events);
+        }
+        let (mut keys, mut events) = (Vec::new(), String::from("["));
+        for i in (0..self.len()).filter(|i| kept[*i]) {
+            keys.extend_from_slice(&self.keys[16 * i..16 * (i + 1)]);
+            if events.len() > 1 {
+                events.push(',');
+            }
+            events.push_str(self.entry(i));
+        }
+        events.push(']');
+        insert(&keys, &events)
     }
 }
 
