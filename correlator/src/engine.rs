@@ -666,7 +666,11 @@ fn sync_loop(rx: &std::sync::mpsc::Receiver<Committed>, wal: &std::path::Path, m
 /// with NORMAL (no fsync in the commit; [`sync_loop`] flushes before any
 /// answer), everything else with FULL.
 fn set_synchronous(conn: &Connection, mode: &str) {
-    if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
+    // Twice per group: the statements are kept prepared.
+    let set = conn
+        .prepare_cached(&format!("PRAGMA synchronous = {mode}"))
+        .and_then(|mut stmt| stmt.execute([]));
+    if let Err(e) = set {
         tracing::error!(error = %e, mode, "setting the writer's synchronous mode failed");
     }
 }

@@ -22,7 +22,10 @@
 //!
 //! Every decision carries its [`Reason`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+// foldhash: a fast keyed hash, seeded at random per process like std's.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use fincorp_api::UnixMs;
 use fincorp_api::wire::{AlertStatus, Severity};

@@ -7,7 +7,7 @@
 //! 2xx means durable. The core's in-memory state is rebuilt from these tables
 //! at start ([`Store::load_core`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use fincorp_api::UnixMs;
@@ -103,6 +103,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = connect(path)?;
         schema::migrate(&mut conn)?;
+        // Room for every statement the writer keeps prepared (about 40).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self { conn })
     }
 
@@ -185,7 +187,7 @@ impl Store {
             let firing: Vec<(String, i64)> = firing_stmt
                 .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            let apps: HashSet<String> = apps_stmt
+            let apps: foldhash::HashSet<String> = apps_stmt
                 .query_map([&id], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let status = if st == "resolved" {
@@ -202,8 +204,8 @@ impl Store {
                 severity: parse_col(&severity, "incidents", "severity")?,
                 window_start_ms,
                 last_alert_at_ms,
-                firing: HashSet::new(),
-                held: HashSet::new(),
+                firing: Default::default(),
+                held: Default::default(),
                 quiet_since_ms,
                 apps,
             };
