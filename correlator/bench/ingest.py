@@ -10,12 +10,17 @@ fdatasynced), correlated and committed before the 2xx. Then a memory phase loads
 alerts (1000 hosts x 5 apps x 20 alert names) into each and reports RSS per
 active alert.
 
+Rounds: 3 by default. Each round runs both tools back to back (the order
+alternates between rounds), and the summary reports the median of the
+per-round ratios: this VM's speed drifts by 10-20% over minutes, and a ratio
+of two adjacent runs cancels most of the drift. The memory phase runs once.
+
 Connections: 256 by default. The load stands for a fleet of 1000 hosts whose
 agents and Alertmanagers post concurrently, so a central receiver holds
 hundreds of connections; both tools get the same number. --connections 32
 gives the figure of earlier runs.
 
-Usage: correlator/bench/ingest.py [--duration 20] [--connections 256]
+Usage: correlator/bench/ingest.py [--duration 15] [--rounds 3] [--connections 256]
 Needs: wrk, prometheus-alertmanager (apt-get install wrk prometheus-alertmanager),
 and a release build (the script runs cargo build --release itself).
 """
@@ -28,6 +33,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,7 @@ LUA = r"""
 local slots = %(slots)s
 local counter = 0
 local tid = 0
+local out = {}
 setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
 request = function()
   local parts = slots[(counter %% #slots) + 1]
@@ -54,17 +61,20 @@ request = function()
   if #parts == 1 then
     return parts[1]
   end
-  local prefix = string.format("t%%d-%%010d-", tid %% 10, counter %% 10000000000)
-  local out = {parts[1]}
+  -- 10000000000 + n prints as 11 digits: a fixed width without string.format.
+  local prefix = "t" .. (tid %% 10) .. "-" .. (10000000000 + counter %% 10000000000) .. "-"
+  local n = 1
+  out[1] = parts[1]
   for i = 2, #parts do
-    out[#out + 1] = prefix
-    out[#out + 1] = parts[i]
+    out[n + 1] = prefix
+    out[n + 2] = parts[i]
+    n = n + 2
   end
-  return table.concat(out)
+  return table.concat(out, "", 1, n)
 end
 """
-# What the Lua above puts in place of each @@ID@@: "t0-0000000001-".
-ID_PREFIX_LEN = 14
+# What the Lua above puts in place of each @@ID@@: "t0-10000000001-".
+ID_PREFIX_LEN = 15
 
 
 def lua_string(text):
@@ -198,11 +208,10 @@ def run_correlator(tmp, args, names):
     return proc, f"http://127.0.0.1:{port}", "/api/v1/ingest/events", "/healthz"
 
 
-def measure(name, start, kind, args):
-    print(f"\n== {name}", flush=True)
+def throughput(name, start, kind, args):
+    """One wrk run against a fresh instance of the tool."""
     result = {}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-        # Throughput.
         proc, base, path, health = start(tmp, args, 1)
         try:
             wait_up(base + health)
@@ -214,19 +223,23 @@ def measure(name, start, kind, args):
             result.update(alerts_per_s=w["rps"] * 10, requests=w["requests"], non2xx=w["non2xx"],
                           socket_errors=w["socket_errors"], p50=w["p50"], p99=w["p99"], cpu_cores=cpu,
                           rss_mib_after_load=rss_kib(proc.pid) / 1024)
-            print(f"   {w['rps'] * 10:,.0f} alerts/s ({w['rps']:,.0f} requests/s, p50 {w['p50']}, p99 {w['p99']}), "
-                  f"{cpu:.2f} cores, non-2xx {w['non2xx']} {w['socket_errors']}", flush=True)
+            print(f"   {name:12} {w['rps'] * 10:>9,.0f} alerts/s ({w['rps']:,.0f} requests/s, p50 {w['p50']}, "
+                  f"p99 {w['p99']}), {cpu:.2f} cores, non-2xx {w['non2xx']} {w['socket_errors']}", flush=True)
             if name == "correlator":
                 db = sqlite3.connect(f"file:{tmp}/state/correlator.db?mode=ro", uri=True)
                 stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
                 result["events_stored"] = stored
-                print(f"   events durably stored: {stored:,} (requests x 10 = {w['requests'] * 10:,}, "
+                print(f"   {'':12} events durably stored: {stored:,} (requests x 10 = {w['requests'] * 10:,}, "
                       f"the difference is requests in flight when wrk stopped)", flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+    return result
+
+
+def memory(name, start, kind, args):
+    """RSS per active alert: HOSTS x APPS x names distinct alerts, once."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-mem-") as tmp:
-        # Memory per active alert.
         proc, base, path, health = start(tmp, args, args.names)
         try:
             wait_up(base + health)
@@ -238,18 +251,18 @@ def measure(name, start, kind, args):
             time.sleep(2)
             after = rss_kib(proc.pid)
             per = (after - before) * 1024 / n
-            result.update(active_alerts=n, rss_mib_idle=before / 1024, rss_mib_loaded=after / 1024, bytes_per_alert=per)
-            print(f"   {n:,} active alerts loaded in {time.time() - t0:.1f}s: RSS {before / 1024:.1f} -> "
+            print(f"   {name:12} {n:,} active alerts loaded in {time.time() - t0:.1f}s: RSS {before / 1024:.1f} -> "
                   f"{after / 1024:.1f} MiB = {per:,.0f} bytes per active alert", flush=True)
+            return dict(active_alerts=n, rss_mib_idle=before / 1024, rss_mib_loaded=after / 1024, bytes_per_alert=per)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-    return result
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=20, help="seconds of wrk load per tool")
+    ap.add_argument("--duration", type=int, default=15, help="seconds of wrk load per tool and round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of both tools back to back")
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--names", type=int, default=20, help="alert names in the memory phase (x 5000 alerts)")
     ap.add_argument("--json", help="also write the results to this file")
@@ -258,21 +271,38 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install wrk prometheus-alertmanager")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "fincorp-correlator"], cwd=ROOT, check=True)
-    am = measure("alertmanager", run_alertmanager, "am", args)
-    co = measure("correlator", run_correlator, "ev", args)
-    ratio = co["alerts_per_s"] / am["alerts_per_s"]
-    print("\n== summary (same machine, same load, one after the other)")
+    tools = {"alertmanager": (run_alertmanager, "am"), "correlator": (run_correlator, "ev")}
+    runs = {name: [] for name in tools}
+    ratios = []
+    for r in range(args.rounds):
+        print(f"\n== round {r + 1} of {args.rounds}", flush=True)
+        order = list(tools) if r % 2 == 0 else list(reversed(tools))
+        for name in order:
+            runs[name].append(throughput(name, *tools[name], args))
+        ratios.append(runs["correlator"][-1]["alerts_per_s"] / runs["alertmanager"][-1]["alerts_per_s"])
+        print(f"   ratio this round: {ratios[-1]:.2f}x", flush=True)
+    print("\n== memory", flush=True)
+    mem = {name: memory(name, *tools[name], args) for name in tools}
+    med = {name: {k: statistics.median(run[k] for run in runs[name]) for k in ("alerts_per_s", "cpu_cores")}
+           for name in tools}
+    am, co = med["alertmanager"], med["correlator"]
+    ratio = statistics.median(ratios)
+    print(f"\n== summary: medians of {args.rounds} rounds (same machine, same load, back to back)")
     print(f"   {'':24} {'alerts/s':>12} {'cores':>6} {'alerts/s/core':>14} {'RSS MiB':>8} {'bytes/active alert':>19}")
-    for name, r in (("prometheus-alertmanager", am), ("fincorp-correlator", co)):
-        per_core = r["alerts_per_s"] / max(r["cpu_cores"], 0.01)
-        print(f"   {name:24} {r['alerts_per_s']:>12,.0f} {r['cpu_cores']:>6.2f} {per_core:>14,.0f} {r['rss_mib_loaded']:>8.1f} {r['bytes_per_alert']:>19,.0f}")
+    for name, label in (("alertmanager", "prometheus-alertmanager"), ("correlator", "fincorp-correlator")):
+        m = med[name]
+        print(f"   {label:24} {m['alerts_per_s']:>12,.0f} {m['cpu_cores']:>6.2f} "
+              f"{m['alerts_per_s'] / max(m['cpu_cores'], 0.01):>14,.0f} {mem[name]['rss_mib_loaded']:>8.1f} "
+              f"{mem[name]['bytes_per_alert']:>19,.0f}")
     per_core = (co["alerts_per_s"] / co["cpu_cores"]) / (am["alerts_per_s"] / am["cpu_cores"])
-    print(f"   ratio (correlator / alertmanager): {ratio:.2f}x alerts/s (target >= 5x, durable), "
-          f"{per_core:.2f}x alerts/s per core used; memory {co['bytes_per_alert']:,.0f} B per active alert (target <= 1024 B)")
+    print(f"   ratio (correlator / alertmanager): {ratio:.2f}x alerts/s, median of the rounds "
+          f"({', '.join(f'{x:.2f}' for x in ratios)}; target >= 5x, durable)")
+    print(f"   {per_core:.2f}x alerts/s per core used; memory {mem['correlator']['bytes_per_alert']:,.0f} B "
+          f"per active alert (target <= 1024 B)")
     print("   note: wrk runs on the same machine; the faster the server, the more CPU wrk takes from it")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"alertmanager": am, "correlator": co, "ratio": ratio}, f, indent=2)
+            json.dump({"runs": runs, "memory": mem, "ratios": ratios, "ratio": ratio}, f, indent=2)
 
 
 if __name__ == "__main__":
