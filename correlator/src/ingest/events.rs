@@ -66,11 +66,11 @@ pub fn parse(body: &[u8], now: UnixMs) -> Result<Vec<Alert>, IngestError> {
     if body.events.len() > MAX_EVENTS_PER_REQUEST {
         return Err(IngestError::TooMany(body.events.len()));
     }
-    body.events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| normalise(i, e, now))
-        .collect()
+    let mut alerts = Vec::with_capacity(body.events.len());
+    for (i, e) in body.events.into_iter().enumerate() {
+        alerts.push(normalise(i, e, now)?);
+    }
+    Ok(alerts)
 }
 
 fn normalise(i: usize, e: Event, now: UnixMs) -> Result<Alert, IngestError> {
