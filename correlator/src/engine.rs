@@ -308,10 +308,18 @@ impl Engine {
             now,
             reply,
         };
-        match tokio::time::timeout(wait, self.jobs.send(job)).await {
-            Err(_) => return Err(SubmitError::Busy),
-            Ok(Err(_)) => return Err(SubmitError::Failed("the ingest writer has stopped".into())),
-            Ok(Ok(())) => {}
+        let stopped = || SubmitError::Failed("the ingest writer has stopped".into());
+        // With room in the queue (the usual case) no timer is armed.
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                match tokio::time::timeout(wait, self.jobs.send(job)).await {
+                    Err(_) => return Err(SubmitError::Busy),
+                    Ok(Err(_)) => return Err(stopped()),
+                    Ok(Ok(())) => {}
+                }
+            }
         }
         match rx.await {
             Ok(Ok(ingested)) => Ok(ingested),
@@ -1166,6 +1174,42 @@ pub(crate) mod tests {
             refused.contains("flushing the WAL to disk failed"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_request_that_finds_the_queue_full_waits_then_is_refused_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rt) = open(dir.path(), core::Config::with_defaults(), vec![]);
+        // The writer takes one group, then blocks on the lock held here.
+        let held = lock(&engine.writer);
+        for n in 0..QUEUE_CAPACITY + MAX_GROUP + 1 {
+            // Polled once: the job is queued, its answer is not awaited.
+            let submit = engine.submit(vec![alert(n, 1, 1, true)], 1_000, Duration::from_secs(5));
+            let queued = rt.block_on(async { tokio::time::timeout(Duration::ZERO, submit).await });
+            assert!(
+                queued.is_err(),
+                "nothing can be answered while the writer waits"
+            );
+        }
+        assert_eq!(engine.queue_depth(), QUEUE_CAPACITY);
+        let asked = Instant::now();
+        let busy = rt.block_on(engine.submit(
+            vec![alert(usize::MAX, 1, 1, true)],
+            1_000,
+            Duration::from_millis(50),
+        ));
+        assert!(matches!(busy, Err(SubmitError::Busy)), "{busy:?}");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(50),
+            "it waited for room first"
+        );
+        drop(held);
+        // Once the writer moves on, requests are answered again.
+        let ack = rt
+            .block_on(engine.submit(vec![alert(0, 2, 2, true)], 2_000, Duration::from_secs(30)))
+            .unwrap()
+            .ack;
+        assert_eq!(ack.duplicates, 1, "ev-0 was stored from the queue");
     }
 
     #[test]

@@ -38,12 +38,12 @@ impl IngestError {
 /// Lowercase hex of `bytes`, without per-character allocation.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
-    out
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// The hex SHA-256 of `parts` joined by NUL, cut to `len` hex characters.
@@ -60,6 +60,8 @@ pub(crate) fn digest(parts: &[&str], len: usize) -> String {
 }
 
 /// A fingerprint from an alert's identity: source, host, app, name, labels.
+/// Computed for every event without one, so a short identity (the usual
+/// case) is hashed from one stack buffer in one call.
 pub(crate) fn fingerprint(
     source: &str,
     host: &str,
@@ -67,20 +69,36 @@ pub(crate) fn fingerprint(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [source, host, app.unwrap_or(""), name] {
-        ctx.update(part.as_bytes());
-        ctx.update(b"\0");
-    }
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            ctx.update(b"\x01");
+    let identity = |f: &mut dyn FnMut(&[u8])| {
+        for part in [source, host, app.unwrap_or(""), name] {
+            f(part.as_bytes());
+            f(b"\0");
         }
-        ctx.update(k.as_bytes());
-        ctx.update(b"=");
-        ctx.update(v.as_bytes());
-    }
-    to_hex(&ctx.finish().as_ref()[..16])
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                f(b"\x01");
+            }
+            f(k.as_bytes());
+            f(b"=");
+            f(v.as_bytes());
+        }
+    };
+    let mut len = 0;
+    identity(&mut |p| len += p.len());
+    let mut buf = [0u8; 256];
+    let d = if len <= buf.len() {
+        let mut at = 0;
+        identity(&mut |p| {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        });
+        ring::digest::digest(&ring::digest::SHA256, &buf[..at])
+    } else {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        identity(&mut |p| ctx.update(p));
+        ctx.finish()
+    };
+    to_hex(&d.as_ref()[..16])
 }
 
 /// Checks a short identifier-like text field.
@@ -119,3 +137,37 @@ pub(crate) fn rfc3339_ms(field: impl Fn() -> String, text: &str) -> Result<UnixM
 
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fingerprints are stored: an alert re-sent after an upgrade must get
+    /// the same one, or it would open a second alert beside the first.
+    #[test]
+    fn fingerprints_and_digests_are_stable_across_versions() {
+        let labels: BTreeMap<String, String> = [("slot", "A3"), ("bank", "2")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let print = |app| fingerprint("hardware", "web01", app, "dimm_ecc_error", &labels);
+        assert_eq!(
+            print(Some("FINCORP-APP-CORE")),
+            "7e2424aa9c57d5b0a2f0cb8f0bebb606"
+        );
+        assert_eq!(print(None), "425faaf48ac78c5814214e4fee709f0b");
+        assert_eq!(
+            fingerprint("agent", "h", None, "n", &BTreeMap::new()),
+            "c872428fea9d7127cd5b4f7a9e8c6387"
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            fingerprint(&long, "h", None, "n", &labels),
+            "771d5947b362ca445c3622364b524c83"
+        );
+        assert_eq!(
+            digest(&["fp", "firing", "1700000000000"], 32),
+            "104cc325a6d8949777841e0aa90a93ae"
+        );
+        assert_eq!(to_hex(&[0x00, 0x9f, 0xff]), "009fff");
+    }
+}
