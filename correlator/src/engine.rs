@@ -821,6 +821,7 @@ fn ingest_job(
     // Per source: (stored, duplicates), counted once per request.
     let mut tally: Vec<(String, u64, u64)> = Vec::new();
     let mut runs = Vec::new();
+    dedup.warm((0..log.len()).map(|i| log.key(i)));
     let mut kept = Vec::with_capacity(alerts.len());
     for (i, alert) in alerts.into_iter().enumerate() {
         let new = dedup.insert(log.key(i), now);
