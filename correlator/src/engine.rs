@@ -710,9 +710,13 @@ fn write_loop(
             } = &mut *guard;
             let tx = store.conn.transaction()?;
             let mut out = Vec::with_capacity(group.len());
+            let mut row = store::EventLogRow::default();
             for job in group.iter_mut() {
-                out.push(ingest_job(&tx, core, dedup, &playbooks, job, metrics)?);
+                out.push(ingest_job(
+                    &tx, core, dedup, &mut row, &playbooks, job, metrics,
+                )?);
             }
+            row.write(&tx)?;
             tx.commit()?;
             Ok(out)
         })();
@@ -808,6 +812,7 @@ fn ingest_job(
     tx: &rusqlite::Transaction<'_>,
     core: &mut core::State,
     dedup: &mut Dedup,
+    row: &mut store::EventLogRow,
     playbooks: &[Playbook],
     job: &mut Job,
     metrics: &Metrics,
@@ -891,7 +896,7 @@ fn ingest_job(
         }
         runs.extend(resolution_runs(tx, playbooks, &effects, now)?);
     }
-    log.write(tx, now, &kept)?;
+    row.append(&log, &kept, now);
     for (source, stored, dups) in tally {
         metrics.events(&source, stored, dups);
     }

@@ -154,8 +154,8 @@ impl Dedup {
 mod tests {
     use super::*;
     use crate::engine::tests::alert;
-    use crate::store::LoggedRequest;
     use crate::store::schema::event_key;
+    use crate::store::{EventLogRow, LoggedRequest};
 
     #[test]
     fn an_id_is_new_once_within_the_window_and_new_again_after_it() {
@@ -182,14 +182,60 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
         for n in 0..5 {
-            LoggedRequest::of(&[alert(n, 1, 1, true)])
-                .write(&conn, n as i64, &[true])
-                .unwrap();
+            let mut row = EventLogRow::default();
+            row.append(
+                &LoggedRequest::of(&[alert(n, 1, 1, true)]),
+                &[true],
+                n as i64,
+            );
+            row.write(&conn).unwrap();
         }
         let mut d = Dedup::load(&conn, 3_600_000, 2, 10).unwrap();
         assert_eq!(d.len(), 2);
         assert!(!d.insert(event_key("ev-4"), 10));
         assert!(d.insert(event_key("ev-0"), 10));
+    }
+
+    #[test]
+    fn a_commit_group_is_one_log_row_holding_only_the_events_dedup_let_through() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let request = |ns: &[usize]| {
+            let alerts: Vec<_> = ns.iter().map(|n| alert(*n, 1, 1, true)).collect();
+            LoggedRequest::of(&alerts)
+        };
+        let mut row = EventLogRow::default();
+        row.append(&request(&[0, 1]), &[true, true], 7);
+        row.append(&request(&[2, 3, 4]), &[false, true, false], 5);
+        row.append(&request(&[5]), &[false], 3);
+        row.write(&conn).unwrap();
+        // A group where every event was a resend writes nothing.
+        let mut empty = EventLogRow::default();
+        empty.append(&request(&[6]), &[false], 9);
+        empty.write(&conn).unwrap();
+
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM event_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        let mut stmt = conn
+            .prepare("SELECT key, id, received_at_ms, status FROM events")
+            .unwrap();
+        let events: Vec<(Vec<u8>, String, i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let ids: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(ids, ["ev-0", "ev-1", "ev-3"]);
+        for (key, id, at, status) in &events {
+            assert_eq!(*key, event_key(id).to_vec(), "the key of {id}");
+            assert_eq!(
+                (*at, status.as_str()),
+                (5, "firing"),
+                "the earliest request it logs"
+            );
+        }
     }
 
     #[test]
@@ -199,9 +245,9 @@ mod tests {
         // ev-0 is old; ev-1 and ev-2 arrived together, recently.
         for (ns, at) in [(&[0][..], 0), (&[1, 2][..], 5_000)] {
             let alerts: Vec<_> = ns.iter().map(|n| alert(*n, 1, 1, true)).collect();
-            LoggedRequest::of(&alerts)
-                .write(&conn, at, &vec![true; ns.len()])
-                .unwrap();
+            let mut row = EventLogRow::default();
+            row.append(&LoggedRequest::of(&alerts), &vec![true; ns.len()], at);
+            row.write(&conn).unwrap();
         }
         let mut d = Dedup::load(&conn, 2_000, 100, 6_000).unwrap();
         assert_eq!(d.len(), 2);

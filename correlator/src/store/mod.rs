@@ -229,7 +229,7 @@ impl Store {
 /// 6): their dedup keys, 16 bytes each, and a JSON array of
 /// `[id, source, fingerprint, status]`. Prepared on the HTTP worker, so the
 /// single writer only checks the keys and, when none is a resend (the usual
-/// case), writes the prepared row as it is.
+/// case), copies the prepared entries whole into its group's row.
 #[derive(Debug, Default)]
 pub struct LoggedRequest {
     keys: Vec<u8>,
@@ -287,38 +287,59 @@ impl LoggedRequest {
         &self.events[start..self.ends[i]]
     }
 
-    /// Writes the events marked in `kept` (the ones dedup let through) as
-    /// one row; nothing when every event was a duplicate.
-    pub fn write(
-        &self,
-        tx: &Connection,
-        received_at_ms: UnixMs,
-        kept: &[bool],
-    ) -> Result<(), StoreError> {
-        debug_assert_eq!(kept.len(), self.len());
-        let insert = |keys: &[u8], events: &str| -> Result<(), StoreError> {
-            tx.prepare_cached(
-                "INSERT INTO event_log(received_at_ms, keys, events) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![received_at_ms, keys, events])?;
-            Ok(())
-        };
+    /// The request's entries, without the array's brackets.
+    fn entries(&self) -> &str {
+        &self.events[1..self.events.len() - 1]
+    }
+}
+
+/// The event log row of one commit group: the events of every request in
+/// it that dedup let through, in order, written with one insert (SQLite's
+/// cost is per row, the group's rows are written together anyway). The
+/// view `events` shows one row per event.
+#[derive(Debug, Default)]
+pub struct EventLogRow {
+    keys: Vec<u8>,
+    events: String,
+    /// When the earliest request it logs was received.
+    received_at_ms: Option<UnixMs>,
+}
+
+impl EventLogRow {
+    /// Adds the events of `log` marked in `kept`, received at `at_ms`.
+    pub fn append(&mut self, log: &LoggedRequest, kept: &[bool], at_ms: UnixMs) {
+        debug_assert_eq!(kept.len(), log.len());
         if !kept.contains(&true) {
-            return Ok(());
+            return;
         }
+        self.received_at_ms = Some(self.received_at_ms.map_or(at_ms, |t| t.min(at_ms)));
+        let mut push = |entry: &str| {
+            self.events
+                .push(if self.events.is_empty() { '[' } else { ',' });
+            self.events.push_str(entry);
+        };
         if !kept.contains(&false) {
-            return insert(&self.keys, &self.events);
+            self.keys.extend_from_slice(&log.keys);
+            push(log.entries());
+            return;
         }
-        let (mut keys, mut events) = (Vec::new(), String::from("["));
-        for i in (0..self.len()).filter(|i| kept[*i]) {
-            keys.extend_from_slice(&self.keys[16 * i..16 * (i + 1)]);
-            if events.len() > 1 {
-                events.push(',');
-            }
-            events.push_str(self.entry(i));
+        for i in (0..log.len()).filter(|i| kept[*i]) {
+            self.keys.extend_from_slice(&log.keys[16 * i..16 * (i + 1)]);
+            push(log.entry(i));
         }
-        events.push(']');
-        insert(&keys, &events)
+    }
+
+    /// Writes the row; nothing when no event was added.
+    pub fn write(mut self, tx: &Connection) -> Result<(), StoreError> {
+        let Some(received_at_ms) = self.received_at_ms else {
+            return Ok(());
+        };
+        self.events.push(']');
+        tx.prepare_cached(
+            "INSERT INTO event_log(received_at_ms, keys, events) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![received_at_ms, self.keys, self.events])?;
+        Ok(())
     }
 }
 
