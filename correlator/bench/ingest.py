@@ -15,12 +15,17 @@ alternates between rounds), and the summary reports the median of the
 per-round ratios: this VM's speed drifts by 10-20% over minutes, and a ratio
 of two adjacent runs cancels most of the drift. The memory phase runs once.
 
+wrk threads: 1 by default (--threads 2 gave no better figures on 2 cores). Each
+wrk thread sends its own event ids, and the run is refused when the log holds
+fewer events than were acknowledged (lost events, or a load that repeated ids
+and so measured cheap resends).
+
 Connections: 256 by default. The load stands for a fleet of 1000 hosts whose
 agents and Alertmanagers post concurrently, so a central receiver holds
 hundreds of connections; both tools get the same number. --connections 32
 gives the figure of earlier runs.
 
-Usage: correlator/bench/ingest.py [--duration 15] [--rounds 3] [--connections 256]
+Usage: correlator/bench/ingest.py [--duration 15] [--rounds 3] [--connections 256] [--threads 1]
 Needs: wrk, prometheus-alertmanager (apt-get install wrk prometheus-alertmanager),
 and a release build (the script runs cargo build --release itself).
 """
@@ -52,9 +57,11 @@ APP_NAMES = ["FINCORP-APP-TRANSPROC", "FINCORP-APP-HFT", "FINCORP-APP-CRM", "FIN
 LUA = r"""
 local slots = %(slots)s
 local counter = 0
-local tid = 0
 local out = {}
-setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
+-- Each wrk thread gets its own number as the global `tid`, so threads never
+-- send the same ids (`threads` counts them in the main Lua state).
+local threads = 0
+setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
 request = function()
   local parts = slots[(counter %% #slots) + 1]
   counter = counter + 1
@@ -62,7 +69,7 @@ request = function()
     return parts[1]
   end
   -- 10000000000 + n prints as 11 digits: a fixed width without string.format.
-  local prefix = "t" .. (tid %% 10) .. "-" .. (10000000000 + counter %% 10000000000) .. "-"
+  local prefix = "t" .. ((tid or 0) %% 10) .. "-" .. (10000000000 + counter %% 10000000000) .. "-"
   local n = 1
   out[1] = parts[1]
   for i = 2, #parts do
@@ -146,8 +153,8 @@ def lua(script, kind, names, base, path):
         f.write(LUA % {"slots": slots(kind, names, path, host)})
 
 
-def wrk(url, script, duration, connections):
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
+def wrk(url, script, duration, connections, threads):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -218,7 +225,7 @@ def throughput(name, start, kind, args):
             script = os.path.join(tmp, "load.lua")
             lua(script, kind, 1, base, path)
             cpu0 = cpu_seconds(proc.pid)
-            w = wrk(base + path, script, args.duration, args.connections)
+            w = wrk(base + path, script, args.duration, args.connections, args.threads)
             cpu = (cpu_seconds(proc.pid) - cpu0) / args.duration
             result.update(alerts_per_s=w["rps"] * 10, requests=w["requests"], non2xx=w["non2xx"],
                           socket_errors=w["socket_errors"], p50=w["p50"], p99=w["p99"], cpu_cores=cpu,
@@ -229,6 +236,11 @@ def throughput(name, start, kind, args):
                 db = sqlite3.connect(f"file:{tmp}/state/correlator.db?mode=ro", uri=True)
                 stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
                 result["events_stored"] = stored
+                if stored < w["requests"] * 10:
+                    # Every acknowledged event must be in the log; fewer means
+                    # lost events, or a load that repeated ids (resends are
+                    # cheaper): either way the figure is not valid.
+                    sys.exit(f"fewer events stored ({stored:,}) than acknowledged ({w['requests'] * 10:,})")
                 print(f"   {'':12} events durably stored: {stored:,} (requests x 10 = {w['requests'] * 10:,}, "
                       f"the difference is requests in flight when wrk stopped)", flush=True)
         finally:
@@ -264,6 +276,7 @@ def main():
     ap.add_argument("--duration", type=int, default=15, help="seconds of wrk load per tool and round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of both tools back to back")
     ap.add_argument("--connections", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--names", type=int, default=20, help="alert names in the memory phase (x 5000 alerts)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
@@ -274,6 +287,8 @@ def main():
     tools = {"alertmanager": (run_alertmanager, "am"), "correlator": (run_correlator, "ev")}
     runs = {name: [] for name in tools}
     ratios = []
+    print(f"load: {args.connections} connections, {args.threads} wrk threads, {args.duration} s per tool and round",
+          flush=True)
     for r in range(args.rounds):
         print(f"\n== round {r + 1} of {args.rounds}", flush=True)
         order = list(tools) if r % 2 == 0 else list(reversed(tools))
