@@ -274,7 +274,8 @@ const MIGRATIONS: &[Migration] = &[
     // event: the dedup keys side by side in one blob (16 bytes each), the
     // events as a JSON array of [id, source, fingerprint, status]. A row per
     // event cost more than everything else the ingest writer does. The view
-    // `events` shows one row per event, as the table did.
+    // `events` shows one row per event, as the table did. (The writer now
+    // writes one row per commit group; the layout is the same.)
     Migration::Sql(
         "
     CREATE TABLE event_log (
