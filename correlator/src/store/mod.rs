@@ -343,6 +343,39 @@ impl EventLogRow {
     }
 }
 
+/// One row of the `events` view (tests).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct LoggedRow {
+    pub id: String,
+    pub received_at_ms: UnixMs,
+    pub source: String,
+    pub fingerprint: String,
+    pub status: String,
+}
+
+/// Every logged event in order (tests); each key is checked against its id.
+#[cfg(test)]
+pub(crate) fn logged_events(conn: &Connection) -> Vec<LoggedRow> {
+    let mut stmt = conn
+        .prepare("SELECT key, id, received_at_ms, source, fingerprint, status FROM events")
+        .unwrap();
+    stmt.query_map([], |r| {
+        let (key, id): (Vec<u8>, String) = (r.get(0)?, r.get(1)?);
+        assert_eq!(key, schema::event_key(&id), "the key of {id}");
+        Ok(LoggedRow {
+            id,
+            received_at_ms: r.get(2)?,
+            source: r.get(3)?,
+            fingerprint: r.get(4)?,
+            status: r.get(5)?,
+        })
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 /// Deletes logged requests older than the dedup window (their events can no
 /// longer be recognised as resends anyway). Returns how many.
 pub fn prune_events(conn: &Connection, before_ms: UnixMs) -> Result<usize, StoreError> {

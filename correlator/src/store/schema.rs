@@ -437,29 +437,15 @@ mod tests {
             .unwrap();
         }
         migrate(&mut conn).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT key, id, received_at_ms, source, fingerprint, status FROM events")
-            .unwrap();
-        let rows: Vec<(Vec<u8>, String, i64, String, String, String)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-            .unwrap()
-            .map(Result::unwrap)
+        let rows = super::super::logged_events(&conn);
+        let ids: Vec<(&str, i64)> = rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.received_at_ms))
             .collect();
-        let ids: Vec<(&str, i64)> = rows.iter().map(|r| (r.1.as_str(), r.2)).collect();
         assert_eq!(ids, [("ev-1", 3), ("ev-2", 7), ("ev-\"3\"", 7)]);
         for r in &rows {
-            assert_eq!(r.0, event_key(&r.1), "the key of {}", r.1);
             assert_eq!(
-                (r.3.as_str(), r.4.as_str(), r.5.as_str()),
+                (r.source.as_str(), r.fingerprint.as_str(), r.status.as_str()),
                 ("agent", "fp", "firing")
             );
         }
