@@ -673,13 +673,18 @@ fn sync_loop(rx: &std::sync::mpsc::Receiver<Committed>, wal: &std::path::Path, m
 /// Sets the writer connection's `synchronous` mode: ingest groups commit
 /// with NORMAL (no fsync in the commit; [`sync_loop`] flushes before any
 /// answer), everything else with FULL.
-fn set_synchronous(conn: &Connection, mode: &str) {
+fn set_synchronous(conn: &Connection, full: bool) {
     // Twice per group: the statements are kept prepared.
+    let sql = if full {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
     let set = conn
-        .prepare_cached(&format!("PRAGMA synchronous = {mode}"))
+        .prepare_cached(sql)
         .and_then(|mut stmt| stmt.execute([]));
     if let Err(e) = set {
-        tracing::error!(error = %e, mode, "setting the writer's synchronous mode failed");
+        tracing::error!(error = %e, sql, "setting the writer's synchronous mode failed");
     }
 }
 
@@ -703,7 +708,7 @@ fn write_loop(
         let started = Instant::now();
         let playbooks = playbooks.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut guard = lock(writer);
-        set_synchronous(&guard.store.conn, "NORMAL");
+        set_synchronous(&guard.store.conn, false);
         let result = (|| -> Result<Vec<Ingested>, StoreError> {
             let Writer {
                 store, core, dedup, ..
@@ -720,7 +725,7 @@ fn write_loop(
             tx.commit()?;
             Ok(out)
         })();
-        set_synchronous(&guard.store.conn, "FULL");
+        set_synchronous(&guard.store.conn, true);
         match result {
             Ok(outs) => {
                 metrics.observe_commit(group.len(), started.elapsed());

@@ -278,8 +278,12 @@ impl LoggedRequest {
     /// The dedup key of event `i`.
     pub fn key(&self, i: usize) -> [u8; 16] {
         let mut key = [0u8; 16];
-        key.copy_from_slice(&self.keys[16 * i..16 * (i + 1)]);
+        key.copy_from_slice(self.key_bytes(i));
         key
+    }
+
+    fn key_bytes(&self, i: usize) -> &[u8] {
+        &self.keys[16 * i..16 * (i + 1)]
     }
 
     fn entry(&self, i: usize) -> &str {
@@ -324,7 +328,7 @@ impl EventLogRow {
             return;
         }
         for i in (0..log.len()).filter(|i| kept[*i]) {
-            self.keys.extend_from_slice(&log.keys[16 * i..16 * (i + 1)]);
+            self.keys.extend_from_slice(log.key_bytes(i));
             push(log.entry(i));
         }
     }
